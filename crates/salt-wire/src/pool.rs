@@ -1,0 +1,187 @@
+//! A bounded pool of request-channel connections to one master.
+//!
+//! * At most `size` requests are on the wire at once (a semaphore): the master's MWorker pool
+//!   (`worker_threads`) is the real limit, and piling more requests on it only lengthens its
+//!   queue. Callers beyond that wait in a queue of at most `queue` entries; past it the pool
+//!   answers [`WireError::Busy`] at once, which the HTTP layer turns into a 503 instead of
+//!   flooding the master.
+//! * Connections are reused while healthy. Any transport failure drops the connection and
+//!   bumps a generation counter, so idle connections opened before a master restart are thrown
+//!   away instead of each failing once (the zeromq crate never reconnects, spec §10a).
+//! * A request that failed before anything reached the master is retried once on a fresh
+//!   connection; one that may have reached it is retried only when the caller says the command
+//!   is idempotent (`get_token`, `mk_token`), never for `publish`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+
+use crate::reqchan::{Connection, Transport};
+use crate::WireError;
+
+/// Settings of a [`MasterPool`].
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Request transport of the master.
+    pub transport: Transport,
+    /// Host to connect to (the master's `interface`, `0.0.0.0` already mapped to loopback).
+    pub host: String,
+    /// The master's `ret_port`.
+    pub port: u16,
+    /// Connections (and so requests in flight) at most.
+    pub size: usize,
+    /// Requests that may wait for a free connection before the pool answers `Busy`.
+    pub queue: usize,
+    /// Limit for opening one connection.
+    pub connect_timeout: Duration,
+}
+
+/// The pool (see the module notes).
+pub struct MasterPool {
+    cfg: PoolConfig,
+    permits: Semaphore,
+    waiting: AtomicUsize,
+    generation: AtomicU64,
+    idle: Mutex<Vec<(u64, Connection)>>,
+}
+
+/// Decrements the waiting counter when a queued caller stops waiting, however it stops.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl MasterPool {
+    /// A pool with no connection open yet; connections open on first use.
+    pub fn new(cfg: PoolConfig) -> Self {
+        let size = cfg.size.max(1);
+        Self {
+            permits: Semaphore::new(size),
+            waiting: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+            idle: Mutex::new(Vec::with_capacity(size)),
+            cfg,
+        }
+    }
+
+    /// The pool's settings.
+    pub fn config(&self) -> &PoolConfig {
+        &self.cfg
+    }
+
+    /// Requests waiting for a connection right now.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Requests on the wire right now.
+    pub fn in_flight(&self) -> usize {
+        self.cfg.size.max(1) - self.permits.available_permits()
+    }
+
+    /// Sends the clear command `load` and returns the master's raw reply (see
+    /// [`crate::envelope::classify`]). `timeout` covers waiting in the queue, connecting and
+    /// the round trip.
+    pub async fn request(
+        &self,
+        load: &Map<String, Value>,
+        timeout: Duration,
+        idempotent: bool,
+    ) -> Result<Value, WireError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _permit = match self.permits.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.cfg.queue {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(WireError::Busy);
+                }
+                let _w = Waiting(&self.waiting);
+                match tokio::time::timeout_at(deadline, self.permits.acquire()).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(WireError::Busy),
+                    Err(_) => return Err(WireError::Timeout),
+                }
+            }
+        };
+        let envelope = crate::envelope::encode_clear(load);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (generation, mut conn) = self.checkout(deadline).await?;
+            match tokio::time::timeout_at(deadline, conn.request(&envelope)).await {
+                Ok(Ok(reply)) => {
+                    self.checkin(generation, conn);
+                    return Ok(crate::value::mp_to_json(&reply));
+                }
+                Ok(Err(err)) => {
+                    self.invalidate(generation);
+                    let retry = attempt == 1
+                        && (matches!(err, WireError::SendFailed(_))
+                            || (idempotent && matches!(err, WireError::Transport(_))));
+                    tracing::debug!(error = %err, retry, "master request failed");
+                    if !retry {
+                        return Err(match err {
+                            WireError::SendFailed(m) | WireError::Transport(m) => {
+                                WireError::Unavailable(m)
+                            }
+                            other => other,
+                        });
+                    }
+                }
+                Err(_) => {
+                    // The socket is out of lockstep now; drop it (it is not reused).
+                    drop(conn);
+                    return Err(WireError::Timeout);
+                }
+            }
+        }
+    }
+
+    async fn checkout(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(u64, Connection), WireError> {
+        let current = self.generation.load(Ordering::SeqCst);
+        let reused = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.retain(|(g, _)| *g == current);
+            idle.pop()
+        };
+        if let Some(found) = reused {
+            return Ok(found);
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let limit = left.min(self.cfg.connect_timeout);
+        let conn =
+            Connection::open(self.cfg.transport, &self.cfg.host, self.cfg.port, limit).await?;
+        Ok((current, conn))
+    }
+
+    fn checkin(&self, generation: u64, conn: Connection) {
+        if generation == self.generation.load(Ordering::SeqCst) {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.push((generation, conn));
+        }
+    }
+
+    fn invalidate(&self, generation: u64) {
+        // Only the first failure of a generation bumps it; later ones of the same generation
+        // would throw away connections opened after the master came back.
+        let _ = self.generation.compare_exchange(
+            generation,
+            generation + 1,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        let current = self.generation.load(Ordering::SeqCst);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|(g, _)| *g == current);
+    }
+}
