@@ -1,0 +1,33 @@
+//! The shared state of a running Brine: settings, the master handle, the event hub and the
+//! token checker. One `App` per process, behind an `Arc`, handed to every request.
+
+use std::sync::Arc;
+
+use crate::auth::Auth;
+use crate::hub::Hub;
+use crate::master::Master;
+use crate::settings::Settings;
+
+/// Shared state (see the module notes).
+pub struct App {
+    /// Settings read at startup.
+    pub settings: Settings,
+    /// The master's request channel and event firing.
+    pub master: Master,
+    /// The one event-bus subscription.
+    pub hub: Hub,
+    /// Token checks and revocations.
+    pub auth: Auth,
+    /// A weak handle on this `App`, for work that outlives a request (background calls).
+    pub me: std::sync::Weak<App>,
+}
+
+impl App {
+    /// A strong handle on this `App` (`None` only while it is being dropped).
+    pub fn self_ref(&self) -> Option<SharedApp> {
+        self.me.upgrade()
+    }
+}
+
+/// The handle requests receive.
+pub type SharedApp = Arc<App>;

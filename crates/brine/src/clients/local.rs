@@ -1,0 +1,556 @@
+//! The `local` and `local_async` clients: publish an execution-module job and, for `local`,
+//! gather the returns with Salt's own rules so results equal the `salt` CLI's and
+//! rest_cherrypy's (`LocalClient.cmd` → `get_iter_returns`, spec §3).
+//!
+//! Gathering, as Salt does it:
+//! 1. Brine makes the jid and registers with the event hub **before** publishing.
+//! 2. Returns (`salt/job/<jid>/ret/<id>` with a `return`) are taken first-wins per id; events
+//!    carrying `minions` (the `new` event, syndics) add expected ids.
+//! 3. When `timeout` has passed and minions are still expected, one `saltutil.find_job` probe
+//!    goes to all pending minions at once (with the caller's credentials); a minion that still
+//!    runs the job gets another `timeout`, and the next probe follows after
+//!    `gather_job_timeout`. One probe per round per job: probes never multiply with minions.
+//! 4. Minions that never answered get Salt's "Minion did not return" text (`[Not connected]`
+//!    when the master's `minions.connected` does not list them, else `[No response]`), and ids
+//!    the publish named but that produced nothing at all are `false`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::http::error::ApiError;
+use crate::hub::{HubMsg, JidWatch};
+use crate::jid::{gen_jid, is_jid};
+use crate::lowstate::truthy;
+use crate::master::MASTER_DOWN;
+
+/// A parsed `local` chunk (`LocalClient.cmd`'s parameters; everything else is `kwargs`).
+struct LocalCall {
+    tgt: Value,
+    fun: Value,
+    arg: Vec<Value>,
+    tgt_type: String,
+    ret: String,
+    jid: String,
+    timeout: Duration,
+    gather_job_timeout: Duration,
+    full_return: bool,
+    /// Every other chunk key, credentials included: travels as the publish `kwargs`.
+    kwargs: Map<String, Value>,
+}
+
+/// `LocalClient._get_timeout`: an int or a numeric string, anything else the master default.
+fn get_timeout(v: Option<&Value>, default: Duration) -> Duration {
+    let secs = match v {
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.as_i64(),
+        Some(Value::Bool(b)) => Some(i64::from(*b)),
+        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    match secs {
+        Some(s) => Duration::from_secs(s.clamp(0, 86_400 * 7) as u64),
+        None => default,
+    }
+}
+
+/// `int(gather_job_timeout)`; a value Python's `int()` refuses is a 500.
+fn gather_timeout(v: Option<&Value>, default: Duration) -> Result<Duration, ApiError> {
+    let secs = match v {
+        None => return Ok(default),
+        Some(Value::Number(n)) => n.as_f64().map(|f| f.trunc()),
+        Some(Value::Bool(b)) => Some(f64::from(u8::from(*b))),
+        Some(Value::String(s)) => s.trim().parse::<i64>().ok().map(|i| i as f64),
+        _ => None,
+    };
+    match secs {
+        Some(s) if s.is_finite() => Ok(Duration::from_secs(s.clamp(0.0, 86_400.0) as u64)),
+        _ => Err(ApiError::Internal),
+    }
+}
+
+fn value_text(v: Value) -> String {
+    match v {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => crate::lowstate::python_str(Some(&other)),
+    }
+}
+
+impl LocalCall {
+    fn parse(app: &App, mut chunk: Map<String, Value>) -> Result<LocalCall, ApiError> {
+        let opts = &app.settings.master;
+        // `LocalClient.cmd(tgt, fun, ...)` without them is a TypeError in Python: a 500.
+        let tgt = chunk.remove("tgt").ok_or(ApiError::Internal)?;
+        let fun = chunk.remove("fun").ok_or(ApiError::Internal)?;
+        let mut arg = match chunk.remove("arg") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a,
+            Some(other) => vec![other],
+        };
+        // `condition_input`: ints that look like jids travel as strings.
+        for a in arg.iter_mut() {
+            if let Value::Number(n) = a {
+                let s = n.to_string();
+                if is_jid(&s) {
+                    *a = Value::String(s);
+                }
+            }
+        }
+        if let Some(Value::Object(kw)) = chunk.remove("kwarg") {
+            if !kw.is_empty() {
+                let mut m = Map::new();
+                m.insert("__kwarg__".into(), Value::Bool(true));
+                m.extend(kw);
+                arg.push(Value::Object(m));
+            }
+        }
+        let tgt_type = match chunk.remove("tgt_type") {
+            None | Some(Value::Null) => "glob".to_owned(),
+            Some(v) => value_text(v),
+        };
+        let mut ret = chunk.remove("ret").map(value_text).unwrap_or_default();
+        if !opts.ext_job_cache.is_empty() {
+            ret = if ret.is_empty() {
+                opts.ext_job_cache.clone()
+            } else {
+                format!("{ret},{}", opts.ext_job_cache)
+            };
+        }
+        let jid = match chunk.remove("jid") {
+            Some(v) if truthy(&v) => value_text(v),
+            _ => gen_jid(app.settings.utc_jid),
+        };
+        let timeout = get_timeout(chunk.remove("timeout").as_ref(), opts.timeout);
+        let full_return = chunk.remove("full_return").is_some_and(|v| truthy(&v));
+        let gather_job_timeout =
+            gather_timeout(chunk.get("gather_job_timeout"), opts.gather_job_timeout)?;
+        let (tgt, tgt_type) = resolve_nodegroup(app, tgt, tgt_type);
+        Ok(LocalCall {
+            tgt,
+            fun,
+            arg,
+            tgt_type,
+            ret,
+            jid,
+            timeout,
+            gather_job_timeout,
+            full_return,
+            kwargs: chunk,
+        })
+    }
+
+    fn publish_load(&self) -> Map<String, Value> {
+        let mut load = Map::new();
+        load.insert("tgt".into(), self.tgt.clone());
+        load.insert("fun".into(), self.fun.clone());
+        load.insert("arg".into(), Value::Array(self.arg.clone()));
+        load.insert("tgt_type".into(), self.tgt_type.clone().into());
+        load.insert("ret".into(), self.ret.clone().into());
+        load.insert("jid".into(), self.jid.clone().into());
+        if !self.kwargs.is_empty() {
+            load.insert("kwargs".into(), Value::Object(self.kwargs.clone()));
+        }
+        load
+    }
+}
+
+/// `tgt_type: nodegroup` is resolved by the client (Salt's `LocalClient._prep_pub`), from the
+/// master's `nodegroups`, into a compound target.
+fn resolve_nodegroup(app: &App, tgt: Value, tgt_type: String) -> (Value, String) {
+    if tgt_type != "nodegroup" {
+        return (tgt, tgt_type);
+    }
+    let Some(name) = tgt.as_str() else {
+        return (tgt, tgt_type);
+    };
+    match app.settings.master.nodegroups.get(name) {
+        Some(Value::String(expr)) => (Value::String(expr.clone()), "compound".into()),
+        Some(Value::Array(ids)) => {
+            let ids: Vec<String> = ids
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            (
+                Value::String(format!("L@{}", ids.join(","))),
+                "compound".into(),
+            )
+        }
+        _ => (tgt, tgt_type),
+    }
+}
+
+/// The publish reply's minion list; `None` when the target matched nothing.
+fn matched(reply: &Value) -> Option<(String, Vec<String>, Vec<String>)> {
+    let jid = reply.get("jid")?.as_str()?.to_owned();
+    let list = |k: &str| -> Vec<String> {
+        reply
+            .get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let minions = list("minions");
+    if minions.is_empty() {
+        return None;
+    }
+    Some((jid, minions, list("missing")))
+}
+
+/// `local_async` (`LocalClient.run_job`): `{"jid", "minions"}`, or `{}` when nothing matched.
+pub async fn local_async(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
+    let call = LocalCall::parse(app, chunk)?;
+    let reply = app.master.publish(call.publish_load()).await?;
+    Ok(match matched(&reply) {
+        Some((jid, minions, _)) => json!({"jid": jid, "minions": minions}),
+        None => json!({}),
+    })
+}
+
+/// `local` (`LocalClient.cmd`): the minions' returns.
+pub async fn local(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
+    let call = LocalCall::parse(app, chunk)?;
+    if !app.hub.is_connected()
+        && !app
+            .hub
+            .wait_connected(app.settings.brine.connect_timeout)
+            .await
+    {
+        // Salt's LocalClient refuses to publish without its event subscription, too.
+        return Err(ApiError::MasterUnavailable(MASTER_DOWN.into()));
+    }
+    let mut watch = app.hub.watch(&call.jid);
+    let reply = app.master.publish(call.publish_load()).await?;
+    let Some((jid, minions, missing)) = matched(&reply) else {
+        return Ok(json!({}));
+    };
+    if jid != call.jid {
+        // The master chose another jid (a passed jid is normally kept): follow it.
+        tracing::warn!(ours = %call.jid, theirs = %jid, "master replaced the job id");
+        watch = app.hub.watch(&jid);
+    }
+    let gathered = gather(app, &call, &jid, &minions, missing, watch).await;
+    let failed: Vec<String> = gathered.failed.clone();
+    let reasons = if failed.is_empty() {
+        HashSet::new()
+    } else {
+        not_connected(app, &call.kwargs, &failed).await
+    };
+    let mut out = Map::new();
+    for (id, data) in gathered.returns {
+        out.insert(
+            id,
+            if call.full_return {
+                data
+            } else {
+                data.get("ret").cloned().unwrap_or(json!({}))
+            },
+        );
+    }
+    for id in failed {
+        let text = if reasons.contains(&id) {
+            "Minion did not return. [Not connected]".to_owned()
+        } else {
+            format!(
+                "Minion did not return. [No response]\nThe minions may not have all finished running \
+                 and any remaining minions will return upon completion. To look up the return data \
+                 for this job later, run the following command:\n\nsalt-run jobs.lookup_jid {jid}"
+            )
+        };
+        let data = json!({"out": "no_return", "ret": text, "retcode": 1});
+        out.insert(
+            id,
+            if call.full_return {
+                data
+            } else {
+                data["ret"].clone()
+            },
+        );
+    }
+    for id in minions {
+        out.entry(id).or_insert(Value::Bool(false));
+    }
+    Ok(Value::Object(out))
+}
+
+struct Gathered {
+    /// Returns in arrival order: id → `{"ret", ["out"], ["retcode"], ["jid"]}`.
+    returns: Vec<(String, Value)>,
+    /// Expected ids (and named-but-missing ids) that never returned, in order.
+    failed: Vec<String>,
+}
+
+/// Salt's `get_iter_returns` (see the module notes).
+async fn gather(
+    app: &App,
+    call: &LocalCall,
+    jid: &str,
+    initial: &[String],
+    initial_missing: Vec<String>,
+    mut watch: JidWatch,
+) -> Gathered {
+    let opts = &app.settings.master;
+    let ret_prefix = format!("salt/job/{jid}/ret/");
+    let mut expected: Vec<String> = initial.to_vec();
+    let mut expected_set: HashSet<String> = expected.iter().cloned().collect();
+    let mut missing: Vec<String> = initial_missing;
+    let mut found: HashSet<String> = HashSet::new();
+    let mut returns: Vec<(String, Value)> = Vec::new();
+    let mut minion_deadline: HashMap<String, Instant> = HashMap::new();
+    let mut timeout_at = Instant::now() + call.timeout;
+    let syndic_until = Instant::now() + opts.syndic_wait;
+    let mut running = true;
+    let mut probe: Option<JidWatch> = None;
+    let add = |id: String, expected: &mut Vec<String>, set: &mut HashSet<String>| {
+        if set.insert(id.clone()) {
+            expected.push(id);
+        }
+    };
+
+    loop {
+        let now = Instant::now();
+        let all_in = expected_set.iter().all(|m| found.contains(m));
+        if all_in && (!opts.order_masters || (!expected_set.is_empty() && now > syndic_until)) {
+            break;
+        }
+        for id in expected.iter().filter(|m| !found.contains(*m)) {
+            minion_deadline
+                .entry(id.clone())
+                .or_insert(now + call.timeout);
+        }
+        if now > timeout_at && running {
+            let pending: Vec<String> = expected
+                .iter()
+                .filter(|m| !found.contains(*m))
+                .cloned()
+                .collect();
+            probe = if pending.is_empty() {
+                None
+            } else {
+                find_job(app, call, jid, pending).await
+            };
+            running = false;
+            timeout_at = Instant::now() + call.gather_job_timeout;
+            if opts.order_masters {
+                timeout_at += opts.syndic_wait;
+            }
+        }
+        let now = Instant::now();
+        if now > timeout_at && !running {
+            let waiting = expected
+                .iter()
+                .filter(|m| !found.contains(*m))
+                .any(|m| minion_deadline.get(m).is_some_and(|d| now < *d));
+            if !waiting {
+                break;
+            }
+        }
+        // Sleep until the next deadline that can change the state, or an event.
+        let mut wake = timeout_at;
+        for (id, d) in &minion_deadline {
+            if !found.contains(id) && *d > now && *d < wake {
+                wake = *d;
+            }
+        }
+        let wake = wake.max(now + Duration::from_millis(5));
+        tokio::select! {
+            msg = watch.recv() => match msg {
+                Some(HubMsg::Event(ev)) => {
+                    let data = &ev.data;
+                    if let Some(ms) = data.get("minions").and_then(Value::as_array) {
+                        for m in ms.iter().filter_map(Value::as_str) {
+                            add(m.to_owned(), &mut expected, &mut expected_set);
+                        }
+                        if let Some(miss) = data.get("missing").and_then(Value::as_array) {
+                            for m in miss.iter().filter_map(Value::as_str) {
+                                if !missing.iter().any(|x| x == m) {
+                                    missing.push(m.to_owned());
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    if !ev.tag.starts_with(&ret_prefix) {
+                        continue;
+                    }
+                    let Some(ret) = data.get("return") else { continue };
+                    let id = data
+                        .get("resource_id")
+                        .or_else(|| data.get("id"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                    let Some(id) = id else { continue };
+                    if !found.insert(id.clone()) {
+                        continue;
+                    }
+                    let mut r = Map::new();
+                    r.insert("ret".into(), ret.clone());
+                    for k in ["out", "retcode", "jid"] {
+                        if let Some(v) = data.get(k) {
+                            r.insert(k.into(), v.clone());
+                        }
+                    }
+                    returns.push((id, Value::Object(r)));
+                }
+                Some(HubMsg::Gap) => {
+                    tracing::warn!(jid, "event bus gap while gathering returns; some may be reported as missing");
+                }
+                None => break,
+            },
+            msg = async {
+                match probe.as_mut() {
+                    Some(p) => p.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if msg.is_none() {
+                    probe = None;
+                }
+                if let Some(HubMsg::Event(ev)) = msg {
+                    let data = &ev.data;
+                    let id = data.get("id").and_then(Value::as_str).map(str::to_owned);
+                    if let (Some(rc), Some(id)) = (data.get("retcode").and_then(Value::as_i64), id.as_ref()) {
+                        if rc > 0 {
+                            expected_set.remove(id);
+                            expected.retain(|m| m != id);
+                            continue;
+                        }
+                    }
+                    if let Some(ms) = data.get("minions").and_then(Value::as_array) {
+                        for m in ms.iter().filter_map(Value::as_str) {
+                            add(m.to_owned(), &mut expected, &mut expected_set);
+                        }
+                        continue;
+                    }
+                    let Some(r) = data.get("return") else { continue };
+                    let still_running = match r {
+                        Value::Object(m) if m.is_empty() => false,
+                        Value::Object(m) => !matches!(m.get("return"), Some(Value::Object(x)) if x.is_empty()),
+                        _ => false,
+                    };
+                    if let (true, Some(id)) = (still_running, id) {
+                        add(id.clone(), &mut expected, &mut expected_set);
+                        minion_deadline.insert(id, Instant::now() + call.timeout);
+                        running = true;
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+    let mut failed: Vec<String> = expected
+        .into_iter()
+        .filter(|m| !found.contains(m))
+        .collect();
+    for m in missing {
+        if !found.contains(&m) && !failed.contains(&m) {
+            failed.push(m);
+        }
+    }
+    Gathered { returns, failed }
+}
+
+/// Publishes one `saltutil.find_job` probe to `pending` and returns the watch on its jid.
+async fn find_job(
+    app: &App,
+    call: &LocalCall,
+    jid: &str,
+    pending: Vec<String>,
+) -> Option<JidWatch> {
+    let probe_jid = gen_jid(app.settings.utc_jid);
+    let watch = app.hub.watch(&probe_jid);
+    let mut load = Map::new();
+    load.insert("tgt".into(), json!(pending));
+    load.insert("fun".into(), json!("saltutil.find_job"));
+    load.insert("arg".into(), json!([jid]));
+    load.insert("tgt_type".into(), json!("list"));
+    load.insert("ret".into(), json!(""));
+    load.insert("jid".into(), json!(probe_jid));
+    let mut kwargs = call.kwargs.clone();
+    kwargs.insert(
+        "gather_job_timeout".into(),
+        json!(call.gather_job_timeout.as_secs()),
+    );
+    load.insert("kwargs".into(), Value::Object(kwargs));
+    match app.master.publish(load).await {
+        Ok(reply) if matched(&reply).is_some() => Some(watch),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = ?e, jid, "find_job probe failed");
+            None
+        }
+    }
+}
+
+/// Ids among `failed` that the master does not see connected (`minions.connected`), asked with
+/// the caller's own credentials. Empty when the master's answer is unavailable.
+async fn not_connected(
+    app: &App,
+    kwargs: &Map<String, Value>,
+    failed: &[String],
+) -> HashSet<String> {
+    if !app.settings.master.minion_data_cache {
+        return HashSet::new();
+    }
+    let mut load = Map::new();
+    load.insert("fun".into(), json!("minions.connected"));
+    for k in super::AUTH_KEYS {
+        if let Some(v) = kwargs.get(k) {
+            load.insert(k.into(), v.clone());
+        }
+    }
+    let reply = match app
+        .master
+        .wheel(load, app.settings.master.publish_timeout)
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => return HashSet::new(),
+    };
+    let connected: HashSet<&str> = match reply.pointer("/data/return").and_then(Value::as_array) {
+        Some(list) if !list.is_empty() => list.iter().filter_map(Value::as_str).collect(),
+        _ => return HashSet::new(),
+    };
+    failed
+        .iter()
+        .filter(|id| !connected.contains(id.as_str()))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_follow_salts_coercions() {
+        let d = Duration::from_secs(5);
+        assert_eq!(get_timeout(Some(&json!(2)), d), Duration::from_secs(2));
+        assert_eq!(get_timeout(Some(&json!("3")), d), Duration::from_secs(3));
+        assert_eq!(get_timeout(Some(&json!(2.5)), d), d);
+        assert_eq!(get_timeout(Some(&json!("x")), d), d);
+        assert_eq!(get_timeout(Some(&json!(true)), d), Duration::from_secs(1));
+        assert_eq!(
+            gather_timeout(Some(&json!("x")), d),
+            Err(ApiError::Internal)
+        );
+        assert_eq!(
+            gather_timeout(Some(&json!(2.9)), d),
+            Ok(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn publish_reply_shapes() {
+        let ok = json!({"jid": "1", "minions": ["m1"], "missing": []});
+        assert_eq!(matched(&ok), Some(("1".into(), vec!["m1".into()], vec![])));
+        let none = json!({"jid": null, "minions": [], "error": "Master could not resolve minions for target x"});
+        assert_eq!(matched(&none), None);
+    }
+}

@@ -1,0 +1,235 @@
+//! The `runner` and `runner_async` clients (`RunnerClient.cmd_sync` / `cmd_async`).
+//!
+//! The chunk becomes the master's runner load `{"fun", "kwarg": {"arg": [...], "kwarg": {...}},
+//! <credentials>}`: `arg` strings of the form `name=value` turn into keyword arguments (Salt's
+//! `parse_input`, values YAML-coerced), `kwarg` and every leftover key are merged into the
+//! keyword arguments. `timeout` and `full_return` belong to the sync client and are not passed
+//! on. The master always runs runners asynchronously and answers `{tag, jid}`; the sync client
+//! then waits for `salt/run/<jid>/ret` on the event hub (which replays a return that raced
+//! ahead of the reply) for `timeout` seconds or the master's `rest_timeout`, else 504.
+//!
+//! One difference from Python remains: Salt's client also drops keyword arguments the runner
+//! function does not accept (it can load the function's signature, Brine cannot), so an unknown
+//! extra key reaches the runner and it answers with its usage text.
+
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::missing_fun;
+use crate::app::App;
+use crate::http::body::yamlify_arg;
+use crate::http::error::ApiError;
+use crate::hub::HubMsg;
+use crate::lowstate::{truthy, Client};
+use crate::master::MASTER_DOWN;
+
+/// Keys `RunnerClient._reformat_low` moves to the top level of the master load.
+const CRED_KEYS: [&str; 7] = [
+    "username", "password", "eauth", "token", "client", "user", "key",
+];
+
+/// `salt.utils.args.parse_kwarg`: `name=value` with `name` matching `[^\d\W][\w.-]*` and the
+/// value not starting with `=`.
+pub fn parse_kwarg(arg: &str) -> Option<(String, String)> {
+    let (name, value) = arg.split_once('=')?;
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    if !(first.is_alphabetic() || first == '_') {
+        return None;
+    }
+    if !chars.all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-') {
+        return None;
+    }
+    if value.starts_with('=') {
+        return None;
+    }
+    // `.*$` without DOTALL: a newline is allowed only as the very last character.
+    let value = value.strip_suffix('\n').unwrap_or(value);
+    if value.contains('\n') {
+        return None;
+    }
+    Some((name.to_owned(), value.to_owned()))
+}
+
+/// `salt.utils.args.parse_input(args, condition=False)`.
+pub fn parse_input(args: Vec<Value>) -> (Vec<Value>, Map<String, Value>) {
+    let mut positional = Vec::new();
+    let mut named = Map::new();
+    for arg in args {
+        match arg {
+            Value::String(s) => match parse_kwarg(&s) {
+                Some((k, v)) => {
+                    named.insert(k, yamlify_arg(&v));
+                }
+                None => positional.push(yamlify_arg(&s)),
+            },
+            Value::Object(mut m) => {
+                if m.remove("__kwarg__") == Some(Value::Bool(true)) {
+                    named.extend(m);
+                } else {
+                    positional.push(Value::Object(m));
+                }
+            }
+            other => positional.push(other),
+        }
+    }
+    (positional, named)
+}
+
+/// Builds the master's runner load from a chunk (`_reformat_low`). Returns it with the sync
+/// client's own `timeout` and `full_return`.
+fn reformat(
+    client: Client,
+    mut chunk: Map<String, Value>,
+) -> Result<(Map<String, Value>, Option<Value>, bool), ApiError> {
+    let fun = match chunk.remove("fun") {
+        Some(f) => f,
+        None => return Err(missing_fun(client)),
+    };
+    let (timeout, full_return) = if client == Client::Runner {
+        (
+            chunk.remove("timeout").filter(|v| !v.is_null()),
+            chunk.remove("full_return").is_some_and(|v| truthy(&v)),
+        )
+    } else {
+        (None, false)
+    };
+    let mut load = Map::new();
+    load.insert("fun".into(), fun);
+    for k in CRED_KEYS {
+        if let Some(v) = chunk.remove(k) {
+            load.insert(k.into(), v);
+        }
+    }
+    let args = match chunk.remove("arg") {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a,
+        Some(other) => vec![other],
+    };
+    let (positional, mut named) = parse_input(args);
+    match chunk.remove("kwarg") {
+        None => {}
+        Some(Value::Object(kw)) => named.extend(kw),
+        // `dict.update(<not a mapping>)` raises in Python: a 500.
+        Some(_) => return Err(ApiError::Internal),
+    }
+    named.extend(chunk);
+    load.insert("kwarg".into(), json!({"arg": positional, "kwarg": named}));
+    Ok((load, timeout, full_return))
+}
+
+/// `float(timeout)`; anything Python cannot convert is a 500.
+fn timeout_secs(v: &Value) -> Result<f64, ApiError> {
+    let f = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match f {
+        Some(f) if f.is_finite() => Ok(f.clamp(0.0, 86_400.0 * 7.0)),
+        _ => Err(ApiError::Internal),
+    }
+}
+
+/// `runner_async`: the master's `{"tag", "jid"}`.
+pub async fn runner_async(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
+    let (load, _, _) = reformat(Client::RunnerAsync, chunk)?;
+    app.master.runner(load).await
+}
+
+/// `runner`: the runner's return, or the whole `{"tag", "data"}` event with `full_return`.
+pub async fn runner(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
+    let (load, timeout, full_return) = reformat(Client::Runner, chunk)?;
+    let wait = match timeout {
+        Some(t) => Duration::from_secs_f64(timeout_secs(&t)?),
+        None => app.settings.master.rest_timeout,
+    };
+    if !app.hub.is_connected()
+        && !app
+            .hub
+            .wait_connected(app.settings.brine.connect_timeout)
+            .await
+    {
+        return Err(ApiError::MasterUnavailable(MASTER_DOWN.into()));
+    }
+    let reply = app.master.runner(load).await?;
+    let Some(jid) = reply.get("jid").and_then(Value::as_str) else {
+        tracing::error!("runner reply without a jid");
+        return Err(ApiError::Internal);
+    };
+    let tag = reply
+        .get("tag")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("salt/run/{jid}"));
+    let ret_tag = format!("{tag}/ret");
+    let mut watch = app.hub.watch(jid);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, watch.recv()).await {
+            Err(_) => {
+                tracing::info!(jid, "runner did not return in time");
+                return Err(ApiError::GatewayTimeout);
+            }
+            Ok(None) => return Err(ApiError::Internal),
+            Ok(Some(HubMsg::Gap)) => {
+                tracing::warn!(jid, "event bus gap while waiting for a runner");
+            }
+            Ok(Some(HubMsg::Event(ev))) if ev.tag.starts_with(&ret_tag) => {
+                return Ok(if full_return {
+                    json!({"tag": ev.tag, "data": ev.data})
+                } else {
+                    ev.data.get("return").cloned().unwrap_or(Value::Null)
+                });
+            }
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kwarg_regex() {
+        assert_eq!(parse_kwarg("k=v"), Some(("k".into(), "v".into())));
+        assert_eq!(
+            parse_kwarg("a.b-c=1=2"),
+            Some(("a.b-c".into(), "1=2".into()))
+        );
+        assert_eq!(parse_kwarg("k=v\n"), Some(("k".into(), "v".into())));
+        assert_eq!(parse_kwarg("k=a\nb"), None);
+        assert_eq!(parse_kwarg("x==1"), None);
+        assert_eq!(parse_kwarg("1a=2"), None);
+        assert_eq!(parse_kwarg("novalue"), None);
+    }
+
+    #[test]
+    fn reformat_builds_the_master_load() {
+        let chunk = json!({"client": "runner", "fun": "test.arg", "arg": ["a", "k=1", {"__kwarg__": true, "z": 2}],
+                           "kwarg": {"x": "y"}, "token": "abc", "extra": "e", "timeout": 5, "full_return": true});
+        let chunk = chunk.as_object().cloned().unwrap_or_default();
+        let r = reformat(Client::Runner, chunk);
+        let (load, timeout, full) = match r {
+            Ok(v) => v,
+            Err(e) => panic!("{e:?}"),
+        };
+        assert_eq!(
+            Value::Object(load),
+            json!({"fun": "test.arg", "token": "abc", "client": "runner",
+                   "kwarg": {"arg": ["a"], "kwarg": {"k": 1, "z": 2, "x": "y", "extra": "e"}}})
+        );
+        assert_eq!(timeout, Some(json!(5)));
+        assert!(full);
+        let none = reformat(Client::Runner, Map::new());
+        assert_eq!(
+            none.err(),
+            Some(ApiError::BadRequest(
+                "runner takes at least 1 argument (0 given)".into()
+            ))
+        );
+    }
+}

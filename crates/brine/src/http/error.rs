@@ -1,0 +1,189 @@
+//! The errors of the HTTP API, each rendered the way rest_cherrypy renders it (spec §1.5).
+//!
+//! rest_cherrypy answers most errors with CherryPy's HTML error page (status line in `<title>`
+//! and `<h2>`, the message in `<p>`); clients look at the status and some show the `<p>` text.
+//! Only an unexpected error inside a handler is a negotiated JSON/YAML body
+//! `{"status": 500, "return": "An unexpected error occurred"}`. Brine adds two JSON answers the
+//! reference does not have: 503 when the master cannot be reached or Brine's queue for it is
+//! full (`{"status": 503, "return": "<why>"}`), so scripts can tell "master down" from a bad
+//! request without parsing HTML. The cause of an error is kept for the log, never sent: no
+//! traceback or internal detail reaches a response (decision D7).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+
+use super::negotiate::{render, Format};
+
+/// An API error (see the module notes). Messages are the reference's, verbatim.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    /// 400 with a message (`Lowstates must be a list`, `Invalid JSON document`, ...).
+    BadRequest(String),
+    /// 401 with a message; [`ApiError::unauthorized`] gives CherryPy's default one.
+    Unauthorized(String),
+    /// 403 with a message.
+    Forbidden(String),
+    /// 404 with a message.
+    NotFound(String),
+    /// 405 (the caller adds `Allow`).
+    MethodNotAllowed,
+    /// 406 for a request body type salt-api does not read.
+    UnsupportedContentType,
+    /// 406 for an `Accept` header that matches neither output type (the header as sent).
+    NotAcceptable(String),
+    /// 413: the body is over `max_request_body_size`.
+    PayloadTooLarge(usize),
+    /// 500 JSON/YAML: an unexpected error inside a handler.
+    Internal,
+    /// 500 HTML: the master's return cannot be serialised.
+    Unserializable,
+    /// 503 JSON: the master cannot be reached (the text says why, without secrets).
+    MasterUnavailable(String),
+    /// 503 JSON: too many requests are already waiting for the master.
+    Busy,
+    /// 504: a synchronous runner or wheel call did not return in time.
+    GatewayTimeout,
+}
+
+/// CherryPy's default 401 message.
+pub const NO_PERMISSION: &str = "No permission -- see authorization schemes";
+
+impl ApiError {
+    /// 401 with CherryPy's default message.
+    pub fn unauthorized() -> ApiError {
+        ApiError::Unauthorized(NO_PERMISSION.into())
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UnsupportedContentType | ApiError::NotAcceptable(_) => {
+                StatusCode::NOT_ACCEPTABLE
+            }
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal | ApiError::Unserializable => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::MasterUnavailable(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The message shown to the client.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::BadRequest(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m) => m.clone(),
+            ApiError::MethodNotAllowed => "Specified method is invalid for this resource".into(),
+            ApiError::UnsupportedContentType => "Content type not supported".into(),
+            ApiError::NotAcceptable(accept) => format!(
+                "Your client sent this Accept header: {accept}. But this resource only emits \
+                 these media types: application/json, application/x-yaml."
+            ),
+            ApiError::PayloadTooLarge(limit) => {
+                format!("The request body is larger than the limit of {limit} bytes.")
+            }
+            ApiError::Internal => "An unexpected error occurred".into(),
+            ApiError::Unserializable => "Could not serialize the return data from Salt.".into(),
+            ApiError::MasterUnavailable(why) => why.clone(),
+            ApiError::Busy => {
+                "Too many requests are waiting for the Salt master; try again shortly.".into()
+            }
+            ApiError::GatewayTimeout => {
+                "The gateway server did not receive a timely response".into()
+            }
+        }
+    }
+
+    /// Renders the error; `format` is the negotiated output type for the JSON/YAML errors.
+    pub fn into_response(self, format: Format) -> Response {
+        let status = self.status();
+        match self {
+            ApiError::Internal | ApiError::MasterUnavailable(_) | ApiError::Busy => {
+                let body = json!({"status": status.as_u16(), "return": self.message()});
+                let mut resp = Response::new(render(format, &body).into());
+                *resp.status_mut() = status;
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(format.content_type()),
+                );
+                resp
+            }
+            other => html_error(status, &other.message()),
+        }
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// CherryPy's error page skeleton with a neutral footer.
+pub fn html_error(status: StatusCode, message: &str) -> Response {
+    let line = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let body = format!(
+        "<!DOCTYPE html PUBLIC\n\"-//W3C//DTD XHTML 1.0 Transitional//EN\"\n\
+         \"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd\">\n<html>\n<head>\n    \
+         <meta http-equiv=\"Content-Type\" content=\"text/html; charset=utf-8\"></meta>\n    \
+         <title>{line}</title>\n    <style type=\"text/css\">\n    #powered_by {{\n        \
+         margin-top: 20px;\n        border-top: 2px solid black;\n        font-style: italic;\n    \
+         }}\n\n    #traceback {{\n        color: red;\n    }}\n    </style>\n</head>\n    \
+         <body>\n        <h2>{line}</h2>\n        <p>{msg}</p>\n        <pre id=\"traceback\">\
+         </pre>\n    <div id=\"powered_by\">\n      <span>\n        Powered by Brine\n      \
+         </span>\n    </div>\n    </body>\n</html>\n",
+        msg = escape(message)
+    );
+    let mut resp = Response::new(body.into());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html;charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_text(resp: Response) -> String {
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await;
+        String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned()
+    }
+
+    #[tokio::test]
+    async fn html_page_carries_status_and_escaped_message() {
+        let resp = ApiError::Unauthorized("a <b> & \"c\"".into()).into_response(Format::Json);
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let text = body_text(resp).await;
+        assert!(text.contains("<title>401 Unauthorized</title>"));
+        assert!(text.contains("<p>a &lt;b&gt; &amp; \"c\"</p>"));
+        assert!(!text.contains("CherryPy"));
+    }
+
+    #[tokio::test]
+    async fn internal_error_is_negotiated_json_or_yaml() {
+        let resp = ApiError::Internal.into_response(Format::Json);
+        assert_eq!(
+            body_text(resp).await,
+            "{\"status\": 500, \"return\": \"An unexpected error occurred\"}"
+        );
+        let resp = ApiError::Internal.into_response(Format::Yaml);
+        assert_eq!(
+            body_text(resp).await,
+            "return: An unexpected error occurred\nstatus: 500\n"
+        );
+    }
+}

@@ -1,0 +1,69 @@
+//! `/` and `/run`: the welcome document and lowstate execution.
+//!
+//! * `GET /` (also `GET /run`, `GET /token`): `{"return": "Welcome", "clients": [...]}` with the
+//!   ten names of Salt's `NetapiClient`; no session, no cookie. Query parameters are CherryPy's
+//!   404 `Nothing matches the given URI`.
+//! * `POST /`: session endpoint; the session's token is written into every chunk.
+//! * `POST /run`: no session; every chunk carries its own `token` or eauth credentials.
+//!
+//! Both POSTs answer `{"return": [<result per chunk>, ...]}`.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{ok, session, Ctx, Req};
+use crate::app::SharedApp;
+use crate::lowstate::{self, Exec, CLIENT_NAMES};
+
+/// `GET /`.
+pub fn welcome(req: &Req) -> Result<Response, ApiError> {
+    if req.query.as_deref().is_some_and(|q| !q.is_empty()) {
+        return Err(ApiError::NotFound("Nothing matches the given URI".into()));
+    }
+    let format = req.format()?;
+    Ok(ok(
+        format,
+        StatusCode::OK,
+        &json!({"return": "Welcome", "clients": CLIENT_NAMES}),
+    ))
+}
+
+/// `POST /`.
+pub async fn post_lowstate(
+    app: &SharedApp,
+    req: &mut Req,
+    ctx: &mut Ctx,
+) -> Result<Response, ApiError> {
+    let session = match session::gate(app, &req.headers).await {
+        Ok(s) => s,
+        Err(e) => {
+            if matches!(e, ApiError::Unauthorized(_)) {
+                ctx.cookie = Some(session::session_cookie(&session::random_id()));
+            }
+            return Err(e);
+        }
+    };
+    ctx.cookie = Some(session::session_cookie(&session.token));
+    ctx.private = true;
+    ctx.user = Some(session.info.name.clone());
+    let body = req.parse_body(app).await?;
+    let chunks = lowstate::shape(body)?;
+    let format = req.format()?;
+    let exec = Exec {
+        token: Some(session.token),
+        client: None,
+    };
+    let results = lowstate::execute(app, chunks, &exec).await?;
+    Ok(ok(format, StatusCode::OK, &json!({"return": results})))
+}
+
+/// `POST /run`.
+pub async fn post_run(app: &SharedApp, req: &mut Req) -> Result<Response, ApiError> {
+    let body = req.parse_body(app).await?;
+    let chunks = lowstate::shape(body)?;
+    let format = req.format()?;
+    let results = lowstate::execute(app, chunks, &Exec::default()).await?;
+    Ok(ok(format, StatusCode::OK, &json!({"return": results})))
+}

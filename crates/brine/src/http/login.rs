@@ -1,0 +1,181 @@
+//! `/login`, `/logout` and `/token`.
+//!
+//! * `GET /login`: 200 `{"status": null, "return": "Please log in"}` with
+//!   `WWW-Authenticate: Session` and a fresh cookie, as rest_cherrypy answers it.
+//! * `POST /login`: the credentials go to the master's `mk_token` as sent (extra fields reach
+//!   the eauth backend). The answer carries the master's token itself (decision D1) in the body,
+//!   the `X-Auth-Token` header and the `session_id` cookie, with `perms` computed from
+//!   `external_auth` like rest_cherrypy. Refused credentials are 401
+//!   `Could not authenticate using provided credentials`; a body with no credential object is
+//!   the 500 JSON body, as in the reference.
+//! * `POST /logout`: revokes the token on every Brine instance of this master (an event on the
+//!   bus) and asks the master to delete it (`auth.del_token`, best effort), then expires the
+//!   cookie.
+//! * `POST /token`: each credential object becomes a runner `auth.mk_token` call authenticated
+//!   by those credentials; the answer is a bare list of token records.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::{ok, session, Ctx, Req};
+use crate::app::SharedApp;
+use crate::auth::{login_perms, revocation_event, TokenInfo, REVOKE_TAG};
+use crate::lowstate::{self, Exec};
+use crate::master::MASTER_DOWN;
+
+/// `GET /login`.
+pub fn login_prompt(req: &Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
+    ctx.cookie = Some(session::session_cookie(&session::random_id()));
+    let format = req.format()?;
+    let mut resp = ok(
+        format,
+        StatusCode::OK,
+        &json!({"status": null, "return": "Please log in"}),
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Session"),
+    );
+    Ok(resp)
+}
+
+/// `POST /login`.
+pub async fn login(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
+    ctx.cookie = Some(session::session_cookie(&session::random_id()));
+    if !app.hub.is_connected()
+        && !app
+            .hub
+            .wait_connected(app.settings.brine.connect_timeout)
+            .await
+    {
+        return Err(ApiError::MasterUnavailable(MASTER_DOWN.into()));
+    }
+    let body = req.parse_body(app).await?;
+    let creds: Map<String, Value> = match body {
+        Some(Value::Object(m)) if !m.is_empty() => m,
+        Some(Value::Array(items)) => match items.into_iter().next() {
+            Some(Value::Object(m)) => m,
+            _ => return Err(ApiError::Internal),
+        },
+        // No credential object at all: Python fails on `None.get` / `"x".get` (500).
+        _ => return Err(ApiError::Internal),
+    };
+    let format = req.format()?;
+    let refused =
+        || ApiError::Unauthorized("Could not authenticate using provided credentials".into());
+    let record = app.master.mk_token(&creds).await?.ok_or_else(refused)?;
+    let token = record
+        .get("token")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(refused)?;
+    let info = TokenInfo::from_record(record.clone()).ok_or_else(refused)?;
+    app.auth.remember(&token, &info);
+    ctx.cookie = Some(session::session_cookie(&token));
+    ctx.user = Some(info.name.clone());
+    let perms = login_perms(&record, &app.settings.master.external_auth);
+    let body = json!({"return": [{
+        "token": token,
+        "expire": record.get("expire").cloned().unwrap_or(Value::Null),
+        "start": record.get("start").cloned().unwrap_or(Value::Null),
+        "user": info.name,
+        "eauth": info.eauth,
+        "perms": perms,
+    }]});
+    let mut resp = ok(format, StatusCode::OK, &body);
+    if let Ok(v) = HeaderValue::from_str(&token) {
+        resp.headers_mut().insert("x-auth-token", v);
+    }
+    Ok(resp)
+}
+
+/// `POST /logout`.
+pub async fn logout(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
+    let session = match session::gate(app, &req.headers).await {
+        Ok(s) => s,
+        Err(e) => {
+            if matches!(e, ApiError::Unauthorized(_)) {
+                ctx.cookie = Some(session::session_cookie(&session::random_id()));
+            }
+            return Err(e);
+        }
+    };
+    ctx.private = true;
+    ctx.user = Some(session.info.name.clone());
+    // The body is ignored but still parsed (broken JSON is a 400), as in the reference.
+    req.parse_body(app).await?;
+    let format = req.format()?;
+    app.auth.revoke_hash(
+        &crate::auth::token_hash(&session.token),
+        session.info.expire,
+    );
+    if let Err(e) = app
+        .master
+        .fire_event(
+            REVOKE_TAG,
+            revocation_event(&session.token, session.info.expire),
+        )
+        .await
+    {
+        tracing::warn!(error = ?e, "could not announce a logout to other Brine instances");
+    }
+    if let Some(bg) = app.self_ref() {
+        let token = session.token.clone();
+        tokio::spawn(async move {
+            // Deletes the token from the master's store (localfs) when the user may run
+            // runners; harmless otherwise. Not awaited by the client.
+            let mut load = Map::new();
+            load.insert("fun".into(), json!("auth.del_token"));
+            load.insert("token".into(), json!(token));
+            load.insert("kwarg".into(), json!({"arg": [token], "kwarg": {}}));
+            if let Err(e) = bg.master.runner(load).await {
+                tracing::debug!(error = ?e, "auth.del_token on logout was refused");
+            }
+        });
+    }
+    ctx.cookie = Some(session::expired_cookie());
+    Ok(ok(
+        format,
+        StatusCode::OK,
+        &json!({"return": "Your token has been cleared"}),
+    ))
+}
+
+/// `POST /token`.
+pub async fn token(app: &SharedApp, req: &mut Req) -> Result<Response, ApiError> {
+    let body = req.parse_body(app).await?;
+    let chunks = match body {
+        Some(Value::Object(m)) if !m.is_empty() => vec![Value::Object(m)],
+        Some(Value::Array(items)) => items,
+        // Python iterates `None` (or the characters of a string): an error, 500.
+        _ => return Err(ApiError::Internal),
+    };
+    let mut calls = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        let Value::Object(mut creds) = chunk else {
+            return Err(ApiError::Internal);
+        };
+        let mut kwarg = Map::new();
+        for k in ["username", "password", "eauth"] {
+            match creds.get(k) {
+                Some(v) => {
+                    kwarg.insert(k.into(), v.clone());
+                }
+                None => {
+                    return Err(ApiError::BadRequest(
+                        "Require \"username\", \"password\", and \"eauth\" params".into(),
+                    ))
+                }
+            }
+        }
+        creds.insert("client".into(), json!("runner"));
+        creds.insert("fun".into(), json!("auth.mk_token"));
+        creds.insert("kwarg".into(), Value::Object(kwarg));
+        calls.push(Value::Object(creds));
+    }
+    let format = req.format()?;
+    let results = lowstate::execute(app, calls, &Exec::default()).await?;
+    Ok(ok(format, StatusCode::OK, &Value::Array(results)))
+}

@@ -1,0 +1,253 @@
+//! The HTTP side: one request pipeline in rest_cherrypy's order, the listener, and the
+//! response decorations every answer carries.
+//!
+//! Pipeline (spec §1.2, with Brine's decisions): CORS headers on every response; `OPTIONS`
+//! stops after them with an empty 200 (D2); the path is resolved into an
+//! [`routes::Endpoint`]; a method the resource lacks is 405 with `Allow`; session endpoints run
+//! the auth gate **before** reading the body (401 beats 400); then the body is parsed, the
+//! `Accept` header is checked **before** anything executes (D3), and the handler runs.
+//! Every request is logged once (method, path without query, status, duration), never with a
+//! token, a password or a query string.
+
+pub mod body;
+pub mod error;
+pub mod negotiate;
+pub mod routes;
+pub mod session;
+
+mod index;
+mod login;
+pub mod server;
+
+pub use server::serve;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use axum::response::Response;
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use crate::app::SharedApp;
+use error::ApiError;
+use negotiate::{output_format, Format, NegotiationError};
+use routes::Endpoint;
+
+/// Response decorations decided while handling a request.
+#[derive(Default)]
+pub struct Ctx {
+    /// `Allow` of the routed resource.
+    pub allow: Option<&'static str>,
+    /// `Set-Cookie` to send.
+    pub cookie: Option<HeaderValue>,
+    /// Whether the request passed a session gate (`Cache-Control: private`).
+    pub private: bool,
+    /// The user the request acted as, for the access log.
+    pub user: Option<String>,
+}
+
+/// What a handler receives.
+pub struct Req {
+    /// Method.
+    pub method: Method,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Query string, if any (never logged).
+    pub query: Option<String>,
+    /// The body, not read yet.
+    pub body: Body,
+    /// The socket peer.
+    pub peer: SocketAddr,
+}
+
+impl Req {
+    /// The `Accept` header value.
+    pub fn accept(&self) -> Option<&str> {
+        self.headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// The negotiated output format, or the 406/400 for it.
+    pub fn format(&self) -> Result<Format, ApiError> {
+        output_format(self.accept()).map_err(|e| match e {
+            NegotiationError::NotAcceptable => {
+                ApiError::NotAcceptable(self.accept().unwrap_or("").to_owned())
+            }
+            NegotiationError::Malformed(m) => ApiError::BadRequest(m),
+        })
+    }
+
+    /// Reads and parses the body (`Ok(None)`: no body).
+    pub async fn parse_body(&mut self, app: &crate::app::App) -> Result<Option<Value>, ApiError> {
+        let limit = app.settings.rest.max_body;
+        if let Some(len) = self
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > limit as u64 {
+                return Err(ApiError::PayloadTooLarge(limit));
+            }
+        }
+        let body = std::mem::take(&mut self.body);
+        let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Err(ApiError::PayloadTooLarge(limit))
+            }
+            Err(_) => {
+                return Err(ApiError::BadRequest(
+                    "The request body could not be read".into(),
+                ))
+            }
+        };
+        let ct = self
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let limits = body::BodyLimits {
+            max_depth: app.settings.brine.body_max_depth,
+            ..body::BodyLimits::default()
+        };
+        body::parse(ct, &bytes, limits)
+    }
+}
+
+/// A negotiated 200 (or `status`) answer with `value` as the body.
+pub fn ok(format: Format, status: StatusCode, value: &Value) -> Response {
+    let mut resp = Response::new(Body::from(negotiate::render(format, value)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    resp
+}
+
+/// Handles one request end to end.
+pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let origin = parts.headers.get(header::ORIGIN).cloned();
+    let preflight_method = parts
+        .headers
+        .get("access-control-request-method")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut req = Req {
+        method: parts.method.clone(),
+        headers: parts.headers,
+        query: parts.uri.query().map(str::to_owned),
+        body,
+        peer,
+    };
+    let mut ctx = Ctx::default();
+    // Errors are rendered in the negotiated format when there is one.
+    let err_format = req.format().unwrap_or(Format::Json);
+    let result = route(&app, &mut req, &mut ctx, &path, preflight_method.as_deref()).await;
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::debug!(error = ?e, "request failed");
+            }
+            e.into_response(err_format)
+        }
+    };
+    decorate(&mut resp, &ctx, origin);
+    tracing::info!(
+        target: "brine::access",
+        method = %req.method,
+        path = %path,
+        status = resp.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        peer = %peer.ip(),
+        user = ctx.user.as_deref().unwrap_or("-"),
+    );
+    resp
+}
+
+async fn route(
+    app: &SharedApp,
+    req: &mut Req,
+    ctx: &mut Ctx,
+    path: &str,
+    preflight_method: Option<&str>,
+) -> Result<Response, ApiError> {
+    let endpoint = routes::resolve(
+        path,
+        &app.settings.rest.root_prefix,
+        app.settings.rest.enable_sessions,
+    );
+    if req.method == Method::OPTIONS {
+        // Decision D2: the reference answers 500 after setting these; Brine answers 200.
+        let mut resp = Response::new(Body::empty());
+        if let Ok(e) = &endpoint {
+            ctx.allow = Some(e.allow());
+        }
+        if matches!(preflight_method, Some("GET") | Some("POST")) {
+            let h = resp.headers_mut();
+            h.insert(
+                "access-control-allow-methods",
+                HeaderValue::from_static("GET, POST"),
+            );
+            h.insert(
+                "access-control-allow-headers",
+                HeaderValue::from_static("Content-Type, X-Auth-Token, X-Requested-With"),
+            );
+            h.insert("access-control-max-age", HeaderValue::from_static("1400"));
+        }
+        return Ok(resp);
+    }
+    let endpoint = endpoint?;
+    ctx.allow = Some(endpoint.allow());
+    if !endpoint.supports(&req.method) {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let get = req.method == Method::GET || req.method == Method::HEAD;
+    match (endpoint, get) {
+        (Endpoint::Index | Endpoint::Run | Endpoint::Token, true) => index::welcome(req),
+        (Endpoint::Index, false) => index::post_lowstate(app, req, ctx).await,
+        (Endpoint::Run, false) => index::post_run(app, req).await,
+        (Endpoint::Login, true) => login::login_prompt(req, ctx),
+        (Endpoint::Login, false) => login::login(app, req, ctx).await,
+        (Endpoint::Logout, _) => login::logout(app, req, ctx).await,
+        (Endpoint::Token, false) => login::token(app, req).await,
+    }
+}
+
+/// Adds the headers every response carries (spec §1.6).
+fn decorate(resp: &mut Response, ctx: &Ctx, origin: Option<HeaderValue>) {
+    let h = resp.headers_mut();
+    h.insert(
+        "access-control-allow-origin",
+        origin.unwrap_or_else(|| HeaderValue::from_static("*")),
+    );
+    // The reference exposes this literal (a bug clients have adapted to).
+    h.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("GET, POST"),
+    );
+    h.insert(
+        "access-control-allow-credentials",
+        HeaderValue::from_static("true"),
+    );
+    if let Some(allow) = ctx.allow {
+        h.insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    if let Some(c) = &ctx.cookie {
+        h.insert(header::SET_COOKIE, c.clone());
+    }
+    if ctx.private && !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    }
+    h.insert(header::SERVER, HeaderValue::from_static("Brine"));
+}

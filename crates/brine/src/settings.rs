@@ -1,0 +1,302 @@
+//! Brine's settings: the master options it needs, the `rest_cherrypy:` block salt-api reads,
+//! and a few Brine-only knobs under a top-level `brine:` block.
+//!
+//! Everything comes from the master's own configuration (`<config dir>/master` plus includes),
+//! so an operator points Brine at the same directory salt-api used. Unknown keys are ignored
+//! (they belong to the master); keys of `rest_cherrypy:` that Brine accepts without acting on
+//! them are logged once at startup. A bad value is an error naming the file and the key.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use salt_wire::config::{ConfigError, MasterConfig, MasterOptions, Reader};
+
+/// The `rest_cherrypy:` settings Brine honours.
+#[derive(Clone, Debug)]
+pub struct RestSettings {
+    /// `host` (default `0.0.0.0`).
+    pub host: IpAddr,
+    /// `port` (required, or `--port`).
+    pub port: u16,
+    /// `disable_ssl`.
+    pub disable_ssl: bool,
+    /// `ssl_crt`.
+    pub ssl_crt: Option<PathBuf>,
+    /// `ssl_key`.
+    pub ssl_key: Option<PathBuf>,
+    /// `ssl_chain`.
+    pub ssl_chain: Option<PathBuf>,
+    /// `debug`: verbose logging only; never tracebacks in responses.
+    pub debug: bool,
+    /// `max_request_body_size` when set; otherwise 100 MiB (what rest_cherrypy really allows).
+    pub max_body: usize,
+    /// `root_prefix` (default `/`), without a trailing slash.
+    pub root_prefix: String,
+    /// `enable_sessions` (default true): `false` removes `/login`, `/logout`, `/minions`,
+    /// `/jobs`.
+    pub enable_sessions: bool,
+}
+
+/// Brine-only settings (`brine:` block).
+#[derive(Clone, Debug)]
+pub struct BrineSettings {
+    /// Request-channel connections at most (default: the master's `worker_threads`, at least
+    /// 2, at most 16: more connections than workers only queue inside the master).
+    pub pool_size: usize,
+    /// Requests that may wait for a connection before Brine answers 503.
+    pub pool_queue: usize,
+    /// Limit for opening a connection to the master.
+    pub connect_timeout: Duration,
+    /// Valid tokens remembered between master checks.
+    pub token_cache: usize,
+    /// Deepest nesting accepted in request bodies.
+    pub body_max_depth: usize,
+}
+
+/// Everything Brine needs, read once at startup.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The master config file read.
+    pub config_file: PathBuf,
+    /// How to reach the master, and the master options salt-api honours.
+    pub master: MasterOptions,
+    /// The `rest_cherrypy:` block.
+    pub rest: RestSettings,
+    /// The `brine:` block.
+    pub brine: BrineSettings,
+    /// `utc_jid`.
+    pub utc_jid: bool,
+}
+
+/// Keys of `rest_cherrypy:` that are accepted and have no effect in Brine (with why).
+const IGNORED_REST_KEYS: &[(&str, &str)] = &[
+    (
+        "thread_pool",
+        "Brine is asynchronous; concurrency is bounded by brine.pool_size",
+    ),
+    (
+        "socket_queue_size",
+        "the listen backlog is the operating system default",
+    ),
+    (
+        "queue_size",
+        "the listen backlog is the operating system default",
+    ),
+    ("expire_responses", "a no-op in CherryPy 12+ as well"),
+];
+
+/// Keys of `rest_cherrypy:` that a later Brine release implements; warned about until then.
+const PENDING_REST_KEYS: &[&str] = &[
+    "collect_stats",
+    "stats_disable_auth",
+    "static",
+    "static_path",
+    "app",
+    "app_path",
+    "favicon",
+    "webhook_disable_auth",
+    "webhook_url",
+    "log_access_file",
+    "log_error_file",
+    "api_acl",
+    "authorized_ips",
+    "cors_origin",
+];
+
+/// Optional overrides from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--host`.
+    pub host: Option<IpAddr>,
+    /// `--port`.
+    pub port: Option<u16>,
+}
+
+impl Settings {
+    /// Reads the settings from a loaded master configuration.
+    pub fn from_config(cfg: &MasterConfig, over: &Overrides) -> Result<Settings, ConfigError> {
+        let master = MasterOptions::from_config(cfg)?;
+        let top = Reader::top(cfg);
+        let rest_block = Reader::block(cfg, "rest_cherrypy")?;
+        let rest = match rest_block {
+            Some(r) => read_rest(&r, cfg, over)?,
+            None => {
+                let Some(port) = over.port else {
+                    return Err(cfg.error(
+                        "rest_cherrypy",
+                        "missing: Brine serves the rest_cherrypy API and needs at least \
+                         `rest_cherrypy: {port: 8000}` (or --port)",
+                    ));
+                };
+                RestSettings {
+                    host: over.host.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                    port,
+                    disable_ssl: true,
+                    ssl_crt: None,
+                    ssl_key: None,
+                    ssl_chain: None,
+                    debug: false,
+                    max_body: 100 * 1024 * 1024,
+                    root_prefix: String::new(),
+                    enable_sessions: true,
+                }
+            }
+        };
+        let b = Reader::block(cfg, "brine")?;
+        let default_pool = master.worker_threads.clamp(2, 16);
+        let brine = match b {
+            Some(b) => BrineSettings {
+                pool_size: b.integer("pool_size", default_pool, 1, 1024)? as usize,
+                pool_queue: b.integer("pool_queue", 10_000, 0, 1_000_000)? as usize,
+                connect_timeout: b.seconds("connect_timeout", 3.0)?,
+                token_cache: b.integer("token_cache", 10_000, 1, 10_000_000)? as usize,
+                body_max_depth: b.integer("body_max_depth", 64, 4, 1024)? as usize,
+            },
+            None => BrineSettings {
+                pool_size: default_pool as usize,
+                pool_queue: 10_000,
+                connect_timeout: Duration::from_secs(3),
+                token_cache: 10_000,
+                body_max_depth: 64,
+            },
+        };
+        Ok(Settings {
+            config_file: cfg.main_file.clone(),
+            master,
+            rest,
+            brine,
+            utc_jid: top.boolean("utc_jid", false)?,
+        })
+    }
+}
+
+fn read_rest(
+    r: &Reader<'_>,
+    cfg: &MasterConfig,
+    over: &Overrides,
+) -> Result<RestSettings, ConfigError> {
+    let port = match over.port {
+        Some(p) => p,
+        None => match r.raw("port") {
+            None => {
+                return Err(cfg.error(
+                    "rest_cherrypy.port",
+                    "missing: salt-api starts rest_cherrypy only when `port` is set",
+                ))
+            }
+            Some(_) => r.integer("port", 0, 1, 65535)? as u16,
+        },
+    };
+    let host = match over.host {
+        Some(h) => h,
+        None => match r.string("host")? {
+            None => IpAddr::from([0, 0, 0, 0]),
+            Some(h) => h
+                .trim_matches(['[', ']'])
+                .parse()
+                .map_err(|_| r.error("host", format!("{h:?} is not an IP address")))?,
+        },
+    };
+    let disable_ssl = r.boolean("disable_ssl", false)?;
+    let path =
+        |k: &str| -> Result<Option<PathBuf>, ConfigError> { Ok(r.string(k)?.map(PathBuf::from)) };
+    let ssl_crt = path("ssl_crt")?;
+    let ssl_key = path("ssl_key")?;
+    if !disable_ssl && (ssl_crt.is_none() || ssl_key.is_none()) {
+        return Err(r.error(
+            "ssl_crt",
+            "ssl_crt and ssl_key are required unless disable_ssl is true",
+        ));
+    }
+    for (k, p) in [("ssl_crt", &ssl_crt), ("ssl_key", &ssl_key)] {
+        if let (false, Some(p)) = (disable_ssl, p) {
+            if !p.is_file() {
+                return Err(r.error(k, format!("{} does not exist", p.display())));
+            }
+        }
+    }
+    let max_body = match r.raw("max_request_body_size") {
+        None => 100 * 1024 * 1024,
+        Some(_) => r.integer("max_request_body_size", 0, 1, 1 << 40)? as usize,
+    };
+    let mut root_prefix = r.string("root_prefix")?.unwrap_or_else(|| "/".into());
+    if !root_prefix.starts_with('/') {
+        root_prefix.insert(0, '/');
+    }
+    let root_prefix = root_prefix.trim_end_matches('/').to_owned();
+    for (k, why) in IGNORED_REST_KEYS {
+        if r.raw(k).is_some() {
+            tracing::info!("rest_cherrypy.{k} is accepted and ignored: {why}");
+        }
+    }
+    for k in PENDING_REST_KEYS {
+        if r.raw(k).is_some() {
+            tracing::warn!(
+                "rest_cherrypy.{k} is not implemented by this Brine version yet; it has no effect"
+            );
+        }
+    }
+    Ok(RestSettings {
+        host,
+        port,
+        disable_ssl,
+        ssl_crt,
+        ssl_key,
+        ssl_chain: path("ssl_chain")?,
+        debug: r.boolean("debug", false)?,
+        max_body,
+        root_prefix,
+        enable_sessions: r.boolean("enable_sessions", true)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn cfg(v: serde_json::Value) -> MasterConfig {
+        MasterConfig::from_map(
+            Path::new("/etc/salt/master"),
+            v.as_object().cloned().unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn reads_rest_cherrypy_block() {
+        let c = cfg(
+            json!({"rest_cherrypy": {"port": "8000", "host": "127.0.0.1", "disable_ssl": true,
+                                              "root_prefix": "/api/", "thread_pool": 50}}),
+        );
+        let s = Settings::from_config(&c, &Overrides::default());
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(s.rest.port, 8000);
+        assert_eq!(s.rest.root_prefix, "/api");
+        assert_eq!(s.rest.max_body, 100 * 1024 * 1024);
+        assert_eq!(s.brine.pool_size, 5);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let c = cfg(json!({"rest_cherrypy": {"host": "127.0.0.1"}}));
+        let e = Settings::from_config(&c, &Overrides::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("rest_cherrypy.port"));
+        let c = cfg(json!({"rest_cherrypy": {"port": 8000}}));
+        let e = Settings::from_config(&c, &Overrides::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("ssl_crt"));
+        let c = cfg(json!({"rest_cherrypy": {"port": 8000, "disable_ssl": "maybe"}}));
+        let e = Settings::from_config(&c, &Overrides::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("rest_cherrypy.disable_ssl"));
+    }
+}
