@@ -89,16 +89,6 @@ impl Master {
         }
     }
 
-    /// The master's options.
-    pub fn opts(&self) -> &MasterOptions {
-        &self.opts
-    }
-
-    /// The request pool (for metrics).
-    pub fn pool(&self) -> &MasterPool {
-        &self.pool
-    }
-
     /// Sends a clear command and returns the raw reply.
     pub async fn call(
         &self,

@@ -27,8 +27,6 @@ pub struct RestSettings {
     pub ssl_key: Option<PathBuf>,
     /// `ssl_chain`.
     pub ssl_chain: Option<PathBuf>,
-    /// `debug`: verbose logging only; never tracebacks in responses.
-    pub debug: bool,
     /// `max_request_body_size` when set; otherwise 100 MiB (what rest_cherrypy really allows).
     pub max_body: usize,
     /// `root_prefix` (default `/`), without a trailing slash.
@@ -136,7 +134,6 @@ impl Settings {
                     ssl_crt: None,
                     ssl_key: None,
                     ssl_chain: None,
-                    debug: false,
                     max_body: 100 * 1024 * 1024,
                     root_prefix: String::new(),
                     enable_sessions: true,
@@ -199,6 +196,9 @@ fn read_rest(
         },
     };
     let disable_ssl = r.boolean("disable_ssl", false)?;
+    // `debug` only raises the log level (main.rs reads it before logging starts); checked here
+    // so a bad value is still an error.
+    r.boolean("debug", false)?;
     let path =
         |k: &str| -> Result<Option<PathBuf>, ConfigError> { Ok(r.string(k)?.map(PathBuf::from)) };
     let ssl_crt = path("ssl_crt")?;
@@ -244,7 +244,6 @@ fn read_rest(
         ssl_crt,
         ssl_key,
         ssl_chain: path("ssl_chain")?,
-        debug: r.boolean("debug", false)?,
         max_body,
         root_prefix,
         enable_sessions: r.boolean("enable_sessions", true)?,

@@ -43,6 +43,9 @@ pub enum ConfigError {
     },
 }
 
+/// The file each top-level option came from.
+type Sources = HashMap<String, PathBuf>;
+
 /// The merged master configuration with the source file of every top-level key.
 #[derive(Clone, Debug)]
 pub struct MasterConfig {
@@ -118,7 +121,7 @@ fn include_config(
     origin: &Path,
     warn_missing: bool,
     depth: usize,
-) -> Result<(Map<String, Value>, HashMap<String, PathBuf>), ConfigError> {
+) -> Result<(Map<String, Value>, Sources), ConfigError> {
     let mut merged = Map::new();
     let mut sources = HashMap::new();
     if depth > 16 {
@@ -340,7 +343,7 @@ impl<'a> Reader<'a> {
             Some(_) => None,
         };
         match v {
-            Some(v) if v.is_finite() && v >= 0.0 && v < 1.0e9 => Ok(Duration::from_secs_f64(v)),
+            Some(v) if (0.0..1.0e9).contains(&v) => Ok(Duration::from_secs_f64(v)),
             _ => Err(self.error(key, "must be a number of seconds (0 or more)")),
         }
     }

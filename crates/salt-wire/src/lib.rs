@@ -2,7 +2,7 @@
 //!
 //! * [`envelope`]: the clear request envelope and the master's reply shapes;
 //! * [`reqchan`] and [`pool`]: the request channel (ZeroMQ or `tcp` transport) and a bounded,
-//!   self-healing pool of connections to it;
+//!   self-healing pool of connections to it; [`zmtp`]: the ZeroMQ wire protocol subset used;
 //! * [`event`]: reading and firing events on the master's event bus;
 //! * [`framing`]: msgpack stream framing shared by the socket protocols;
 //! * [`value`]: msgpack ↔ JSON conversion with Salt's decoding rules;
@@ -19,6 +19,7 @@ pub mod pool;
 pub mod reqchan;
 pub mod value;
 pub mod yaml;
+pub mod zmtp;
 
 /// Errors talking to the master.
 #[derive(Debug, Clone, thiserror::Error)]

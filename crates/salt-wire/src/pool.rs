@@ -7,7 +7,8 @@
 //!   flooding the master.
 //! * Connections are reused while healthy. Any transport failure drops the connection and
 //!   bumps a generation counter, so idle connections opened before a master restart are thrown
-//!   away instead of each failing once (the zeromq crate never reconnects, spec §10a).
+//!   away instead of each failing once. Connections the master closed while idle are noticed
+//!   by their reader task and skipped ([`Connection::is_alive`]).
 //! * A request that failed before anything reached the master is retried once on a fresh
 //!   connection; one that may have reached it is retried only when the caller says the command
 //!   is idempotent (`get_token`, `mk_token`), never for `publish`.
@@ -114,7 +115,7 @@ impl MasterPool {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (generation, mut conn) = self.checkout(deadline).await?;
+            let (generation, conn) = self.checkout(deadline).await?;
             match tokio::time::timeout_at(deadline, conn.request(&envelope)).await {
                 Ok(Ok(reply)) => {
                     self.checkin(generation, conn);
@@ -151,7 +152,7 @@ impl MasterPool {
         let current = self.generation.load(Ordering::SeqCst);
         let reused = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.retain(|(g, _)| *g == current);
+            idle.retain(|(g, c)| *g == current && c.is_alive());
             idle.pop()
         };
         if let Some(found) = reused {
@@ -165,7 +166,7 @@ impl MasterPool {
     }
 
     fn checkin(&self, generation: u64, conn: Connection) {
-        if generation == self.generation.load(Ordering::SeqCst) {
+        if generation == self.generation.load(Ordering::SeqCst) && conn.is_alive() {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             idle.push((generation, conn));
         }

@@ -79,10 +79,14 @@ pub fn parse_input(args: Vec<Value>) -> (Vec<Value>, Map<String, Value>) {
 
 /// Builds the master's runner load from a chunk (`_reformat_low`). Returns it with the sync
 /// client's own `timeout` and `full_return`.
-fn reformat(
-    client: Client,
-    mut chunk: Map<String, Value>,
-) -> Result<(Map<String, Value>, Option<Value>, bool), ApiError> {
+/// A runner call: the master load plus the sync client's own options.
+struct RunnerCall {
+    load: Map<String, Value>,
+    timeout: Option<Value>,
+    full_return: bool,
+}
+
+fn reformat(client: Client, mut chunk: Map<String, Value>) -> Result<RunnerCall, ApiError> {
     let fun = match chunk.remove("fun") {
         Some(f) => f,
         None => return Err(missing_fun(client)),
@@ -116,7 +120,11 @@ fn reformat(
     }
     named.extend(chunk);
     load.insert("kwarg".into(), json!({"arg": positional, "kwarg": named}));
-    Ok((load, timeout, full_return))
+    Ok(RunnerCall {
+        load,
+        timeout,
+        full_return,
+    })
 }
 
 /// `float(timeout)`; anything Python cannot convert is a 500.
@@ -135,13 +143,17 @@ fn timeout_secs(v: &Value) -> Result<f64, ApiError> {
 
 /// `runner_async`: the master's `{"tag", "jid"}`.
 pub async fn runner_async(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
-    let (load, _, _) = reformat(Client::RunnerAsync, chunk)?;
-    app.master.runner(load).await
+    let call = reformat(Client::RunnerAsync, chunk)?;
+    app.master.runner(call.load).await
 }
 
 /// `runner`: the runner's return, or the whole `{"tag", "data"}` event with `full_return`.
 pub async fn runner(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
-    let (load, timeout, full_return) = reformat(Client::Runner, chunk)?;
+    let RunnerCall {
+        load,
+        timeout,
+        full_return,
+    } = reformat(Client::Runner, chunk)?;
     let wait = match timeout {
         Some(t) => Duration::from_secs_f64(timeout_secs(&t)?),
         None => app.settings.master.rest_timeout,
@@ -213,17 +225,17 @@ mod tests {
                            "kwarg": {"x": "y"}, "token": "abc", "extra": "e", "timeout": 5, "full_return": true});
         let chunk = chunk.as_object().cloned().unwrap_or_default();
         let r = reformat(Client::Runner, chunk);
-        let (load, timeout, full) = match r {
+        let call = match r {
             Ok(v) => v,
             Err(e) => panic!("{e:?}"),
         };
         assert_eq!(
-            Value::Object(load),
+            Value::Object(call.load),
             json!({"fun": "test.arg", "token": "abc", "client": "runner",
                    "kwarg": {"arg": ["a"], "kwarg": {"k": 1, "z": 2, "x": "y", "extra": "e"}}})
         );
-        assert_eq!(timeout, Some(json!(5)));
-        assert!(full);
+        assert_eq!(call.timeout, Some(json!(5)));
+        assert!(call.full_return);
         let none = reformat(Client::Runner, Map::new());
         assert_eq!(
             none.err(),

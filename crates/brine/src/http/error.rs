@@ -22,8 +22,6 @@ pub enum ApiError {
     BadRequest(String),
     /// 401 with a message; [`ApiError::unauthorized`] gives CherryPy's default one.
     Unauthorized(String),
-    /// 403 with a message.
-    Forbidden(String),
     /// 404 with a message.
     NotFound(String),
     /// 405 (the caller adds `Allow`).
@@ -36,8 +34,6 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     /// 500 JSON/YAML: an unexpected error inside a handler.
     Internal,
-    /// 500 HTML: the master's return cannot be serialised.
-    Unserializable,
     /// 503 JSON: the master cannot be reached (the text says why, without secrets).
     MasterUnavailable(String),
     /// 503 JSON: too many requests are already waiting for the master.
@@ -60,14 +56,13 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedContentType | ApiError::NotAcceptable(_) => {
                 StatusCode::NOT_ACCEPTABLE
             }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Internal | ApiError::Unserializable => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::MasterUnavailable(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -78,7 +73,6 @@ impl ApiError {
         match self {
             ApiError::BadRequest(m)
             | ApiError::Unauthorized(m)
-            | ApiError::Forbidden(m)
             | ApiError::NotFound(m) => m.clone(),
             ApiError::MethodNotAllowed => "Specified method is invalid for this resource".into(),
             ApiError::UnsupportedContentType => "Content type not supported".into(),
@@ -90,7 +84,6 @@ impl ApiError {
                 format!("The request body is larger than the limit of {limit} bytes.")
             }
             ApiError::Internal => "An unexpected error occurred".into(),
-            ApiError::Unserializable => "Could not serialize the return data from Salt.".into(),
             ApiError::MasterUnavailable(why) => why.clone(),
             ApiError::Busy => {
                 "Too many requests are waiting for the Salt master; try again shortly.".into()

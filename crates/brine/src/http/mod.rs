@@ -58,8 +58,6 @@ pub struct Req {
     pub query: Option<String>,
     /// The body, not read yet.
     pub body: Body,
-    /// The socket peer.
-    pub peer: SocketAddr,
 }
 
 impl Req {
@@ -147,7 +145,6 @@ pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Res
         headers: parts.headers,
         query: parts.uri.query().map(str::to_owned),
         body,
-        peer,
     };
     let mut ctx = Ctx::default();
     // Errors are rendered in the negotiated format when there is one.

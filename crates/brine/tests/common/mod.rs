@@ -1,0 +1,542 @@
+//! Shared fixture of the integration tests: one real Salt stack per test binary (a master,
+//! minions and the reference Python salt-api, started by `scripts/saltstack.py` on free ports
+//! under a temp dir) with Brine in front of the same master, plus helpers that send the same
+//! request to both and compare normalized answers.
+//!
+//! Teardown is by PID: the stack script's watchdog stops every process of the stack (Brine
+//! included, through `pids/brine.pid`) once this test process exits.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+/// A running stack.
+pub struct Stack {
+    /// Root directory of the stack.
+    pub root: PathBuf,
+    /// `stack.json` as written by the stack script.
+    pub info: Value,
+    /// Brine's base URL.
+    pub brine: String,
+    /// The reference rest_cherrypy's base URL (if started).
+    pub cherry: String,
+    /// The Salt venv.
+    pub venv: PathBuf,
+    /// Brine's process.
+    pub brine_child: Mutex<Option<Child>>,
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The project venv (created by `scripts/salt-venv` if needed).
+pub fn venv() -> PathBuf {
+    let out = run(Command::new(repo().join("scripts/salt-venv")).stderr(Stdio::inherit()));
+    PathBuf::from(out.trim().lines().last().unwrap_or("").trim())
+}
+
+/// Options of a stack.
+pub struct StackOpts {
+    /// Minions to start.
+    pub minions: usize,
+    /// Also start the reference rest_cherrypy.
+    pub reference: bool,
+    /// Extra lines appended to the master config (YAML) before anything starts.
+    pub extra_config: &'static str,
+}
+
+impl Default for StackOpts {
+    fn default() -> Self {
+        StackOpts {
+            minions: 2,
+            reference: true,
+            extra_config: "",
+        }
+    }
+}
+
+static STACK: OnceLock<Stack> = OnceLock::new();
+
+/// The stack of this test binary, started on first use.
+pub fn stack() -> &'static Stack {
+    stack_with(StackOpts::default())
+}
+
+/// The stack of this test binary with specific options (the first caller's options win).
+pub fn stack_with(opts: StackOpts) -> &'static Stack {
+    STACK.get_or_init(|| start(opts))
+}
+
+fn start(opts: StackOpts) -> Stack {
+    let venv = venv();
+    let name = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "test".into());
+    let short: String = name.chars().take(12).collect();
+    let root = std::env::temp_dir().join(format!("brine-{short}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let started = Instant::now();
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.arg(repo().join("scripts/saltstack.py"))
+        .args(["start", "--root"])
+        .arg(&root)
+        .args(["--minions", &opts.minions.to_string()])
+        .args(["--watch-pid", &std::process::id().to_string()]);
+    if opts.reference {
+        cmd.args(["--reference", "cherrypy"]);
+    }
+    if !opts.extra_config.is_empty() {
+        cmd.args(["--extra-config", opts.extra_config]);
+    }
+    cmd.stderr(Stdio::inherit());
+    run(&mut cmd);
+    let info: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("stack.json")).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("stack.json: {e}"));
+    let brine_port = info["brine_port"].as_u64().unwrap_or(0);
+    let cherry_port = info["cherrypy_port"].as_u64().unwrap_or(0);
+    let stack = Stack {
+        brine: format!("http://127.0.0.1:{brine_port}"),
+        cherry: format!("http://127.0.0.1:{cherry_port}"),
+        root,
+        info,
+        venv,
+        brine_child: Mutex::new(None),
+    };
+    stack.start_brine();
+    eprintln!("test stack ready in {:.1} s", started.elapsed().as_secs_f64());
+    stack
+}
+
+impl Stack {
+    /// The master config directory.
+    pub fn config_dir(&self) -> PathBuf {
+        PathBuf::from(self.info["config_dir"].as_str().unwrap_or(""))
+    }
+
+    /// The minion ids.
+    pub fn minions(&self) -> Vec<String> {
+        self.info["minions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Starts (or restarts) Brine in front of the stack's master.
+    pub fn start_brine(&self) {
+        let mut guard = self.brine_child.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut old) = guard.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+        let port = self.info["brine_port"].as_u64().unwrap_or(0).to_string();
+        let log = std::fs::File::create(self.root.join("logs/brine.out"))
+            .unwrap_or_else(|e| panic!("brine log: {e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_brine"))
+            .arg("-c")
+            .arg(self.config_dir())
+            .args(["--port", &port, "-l", "debug"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start brine: {e}"));
+        let _ = std::fs::write(self.root.join("pids/brine.pid"), child.id().to_string());
+        *guard = Some(child);
+        drop(guard);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("{}/", self.brine);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(url.trim_start_matches("http://").trim_end_matches('/')).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("brine did not start; see {}", self.root.join("logs/brine.out").display());
+    }
+
+    /// Runs the stack script with a subcommand (`stop-master`, `start-master`, ...).
+    pub fn script(&self, sub: &str) {
+        run(Command::new(self.venv.join("bin/python"))
+            .arg(repo().join("scripts/saltstack.py"))
+            .arg(sub)
+            .arg("--root")
+            .arg(&self.root)
+            .stderr(Stdio::inherit()));
+    }
+
+    /// Brine's log so far.
+    pub fn brine_log(&self) -> String {
+        std::fs::read_to_string(self.root.join("logs/brine.out")).unwrap_or_default()
+    }
+
+    /// The eauth credentials of the full-rights test user.
+    pub fn creds(&self) -> Value {
+        json!({"username": "saltdev", "password": "saltdev", "eauth": "auto"})
+    }
+}
+
+/// One HTTP request, sendable to both servers.
+#[derive(Clone, Debug)]
+pub struct Req {
+    /// Method.
+    pub method: reqwest::Method,
+    /// Path (and query).
+    pub path: String,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Option<Vec<u8>>,
+}
+
+impl Req {
+    /// A GET.
+    pub fn get(path: &str) -> Req {
+        Req {
+            method: reqwest::Method::GET,
+            path: path.into(),
+            headers: vec![("Accept".into(), "application/json".into())],
+            body: None,
+        }
+    }
+
+    /// A POST with a JSON body.
+    pub fn post_json(path: &str, body: &Value) -> Req {
+        Req::post(path, "application/json", serde_json::to_vec(body).unwrap_or_default())
+    }
+
+    /// A POST with a raw body of a given content type.
+    pub fn post(path: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Req {
+        Req {
+            method: reqwest::Method::POST,
+            path: path.into(),
+            headers: vec![
+                ("Accept".into(), "application/json".into()),
+                ("Content-Type".into(), content_type.into()),
+            ],
+            body: Some(body.into()),
+        }
+    }
+
+    /// Replaces (or adds) a header.
+    pub fn header(mut self, name: &str, value: &str) -> Req {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Removes a header.
+    pub fn without(mut self, name: &str) -> Req {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self
+    }
+}
+
+/// A received response.
+#[derive(Clone, Debug)]
+pub struct Resp {
+    /// Status code.
+    pub status: u16,
+    /// Headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    /// A header value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn client() -> &'static reqwest::Client {
+    static C: OnceLock<reqwest::Client> = OnceLock::new();
+    C.get_or_init(|| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap_or_else(|e| panic!("client: {e}"))
+    })
+}
+
+/// Sends `req` to the server at `base`.
+pub async fn send(base: &str, req: &Req) -> Resp {
+    let mut b = client().request(req.method.clone(), format!("{base}{}", req.path));
+    for (k, v) in &req.headers {
+        b = b.header(k, v);
+    }
+    if let Some(body) = &req.body {
+        b = b.body(body.clone());
+    }
+    let r = b
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{} {base}{}: {e}", req.method, req.path));
+    let status = r.status().as_u16();
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+    Resp { status, headers, body }
+}
+
+/// Logs in on a server and returns the token.
+pub async fn login(base: &str, creds: &Value) -> String {
+    let r = send(base, &Req::post_json("/login", creds)).await;
+    assert_eq!(r.status, 200, "login on {base}: {}", r.text());
+    r.json()["return"][0]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {}", r.text()))
+        .to_owned()
+}
+
+/// A raw Salt eauth token from `POST /token`.
+pub async fn salt_token(base: &str, creds: &Value) -> String {
+    let r = send(base, &Req::post_json("/token", creds)).await;
+    assert_eq!(r.status, 200, "token on {base}: {}", r.text());
+    r.json()[0]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {}", r.text()))
+        .to_owned()
+}
+
+fn is_hex_token(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn is_jid(s: &str) -> bool {
+    s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Replaces volatile values: jids, tokens, timestamps, `_stamp`s (also inside strings such
+/// as `salt/job/<jid>/ret` tags and the "lookup_jid <jid>" hint).
+pub fn normalize(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(normalize_text(s)),
+        Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                let k2 = normalize_text(k);
+                let v2 = match k.as_str() {
+                    "_stamp" => json!("<stamp>"),
+                    "start" | "expire" if v.is_number() => json!("<time>"),
+                    "token" if v.as_str().is_some_and(is_hex_token) => json!("<token>"),
+                    "StartTime" => json!("<starttime>"),
+                    _ => normalize(v),
+                };
+                out.insert(k2, v2);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+/// Normalizes jids and tokens inside a string.
+pub fn normalize_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if is_jid(word) {
+            out.push_str("<jid>");
+        } else if is_hex_token(word) {
+            out.push_str("<token>");
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// What two responses are compared on.
+#[derive(Debug, PartialEq)]
+pub struct Shape {
+    /// Status.
+    pub status: u16,
+    /// Key headers, normalized.
+    pub headers: Vec<(String, String)>,
+    /// The body: normalized JSON, or the error page's title and message.
+    pub body: Value,
+}
+
+/// The `<title>` and `<p>` of an HTML error page.
+pub fn html_parts(text: &str) -> Value {
+    let between = |a: &str, b: &str| -> String {
+        text.split_once(a)
+            .and_then(|(_, rest)| rest.split_once(b))
+            .map(|(x, _)| x.to_owned())
+            .unwrap_or_default()
+    };
+    json!({"title": between("<title>", "</title>"), "message": between("<p>", "</p>")})
+}
+
+/// Headers that clients rely on, compared between the servers.
+pub const KEY_HEADERS: [&str; 9] = [
+    "content-type",
+    "allow",
+    "access-control-allow-origin",
+    "access-control-expose-headers",
+    "access-control-allow-credentials",
+    "cache-control",
+    "www-authenticate",
+    "x-auth-token",
+    "set-cookie",
+];
+
+/// The comparable shape of a response.
+pub fn shape(r: &Resp) -> Shape {
+    let mut headers = Vec::new();
+    for name in KEY_HEADERS {
+        if let Some(v) = r.header(name) {
+            let v = match name {
+                "x-auth-token" => "<token>".to_owned(),
+                "set-cookie" => normalize_cookie(v),
+                "content-type" => v.replace(' ', "").to_ascii_lowercase(),
+                _ => v.to_owned(),
+            };
+            headers.push((name.to_owned(), v));
+        }
+    }
+    let ct = r.header("content-type").unwrap_or("");
+    let body = if ct.starts_with("text/html") {
+        html_parts(&r.text())
+    } else if ct.starts_with("application/x-yaml") {
+        let parsed = salt_wire::yaml::load(&r.text(), salt_wire::yaml::Limits::default());
+        normalize(&parsed.ok().flatten().unwrap_or(Value::Null))
+    } else {
+        normalize(&r.json())
+    };
+    Shape {
+        status: r.status,
+        headers,
+        body,
+    }
+}
+
+/// `session_id=<id>; expires=<date>; ...` with the id and the date replaced.
+pub fn normalize_cookie(v: &str) -> String {
+    v.split(';')
+        .map(|part| {
+            let p = part.trim();
+            if let Some((k, _)) = p.split_once('=') {
+                match k {
+                    "session_id" => "session_id=<id>".to_owned(),
+                    "expires" => "expires=<date>".to_owned(),
+                    _ => p.to_owned(),
+                }
+            } else {
+                p.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Sends `req` to both servers and returns (brine, reference).
+pub async fn both(st: &Stack, req: &Req) -> (Resp, Resp) {
+    let b = send(&st.brine, req).await;
+    let c = send(&st.cherry, req).await;
+    (b, c)
+}
+
+/// Asserts that both servers answer `req` the same way (after normalization).
+pub async fn same(st: &Stack, what: &str, req: &Req) -> (Resp, Resp) {
+    let (b, c) = both(st, req).await;
+    let (sb, sc) = (shape(&b), shape(&c));
+    assert_eq!(
+        sb, sc,
+        "{what}: Brine (left) and rest_cherrypy (right) differ\nbrine body: {}\ncherry body: {}",
+        b.text(),
+        c.text()
+    );
+    (b, c)
+}
+
+/// Asserts that Brine answers `req_b` as rest_cherrypy answers `req_c` (the same request
+/// carrying each server's own token).
+pub async fn same2(st: &Stack, what: &str, req_b: &Req, req_c: &Req) -> (Resp, Resp) {
+    let b = send(&st.brine, req_b).await;
+    let c = send(&st.cherry, req_c).await;
+    let (sb, sc) = (shape(&b), shape(&c));
+    assert_eq!(
+        sb, sc,
+        "{what}: Brine (left) and rest_cherrypy (right) differ\nbrine body: {}\ncherry body: {}",
+        b.text(),
+        c.text()
+    );
+    (b, c)
+}
+
+/// Per-server credentials for one test.
+pub struct Sessions {
+    /// Brine's `/login` token.
+    pub brine: String,
+    /// rest_cherrypy's `/login` session id.
+    pub cherry: String,
+    /// A Salt token from Brine's `/token`.
+    pub brine_salt: String,
+    /// A Salt token from rest_cherrypy's `/token`.
+    pub cherry_salt: String,
+}
+
+/// Logs in on both servers.
+pub async fn sessions(st: &Stack) -> Sessions {
+    let creds = st.creds();
+    Sessions {
+        brine: login(&st.brine, &creds).await,
+        cherry: login(&st.cherry, &creds).await,
+        brine_salt: salt_token(&st.brine, &creds).await,
+        cherry_salt: salt_token(&st.cherry, &creds).await,
+    }
+}
