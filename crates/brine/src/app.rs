@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use crate::auth::Auth;
+use crate::http::error::ApiError;
 use crate::hub::Hub;
 use crate::master::Master;
+use crate::master::MASTER_DOWN;
 use crate::settings::Settings;
 
 /// Shared state (see the module notes).
@@ -23,6 +25,21 @@ pub struct App {
 }
 
 impl App {
+    /// Ok when the event-bus subscription is up (waiting up to `connect_timeout` for it);
+    /// commands whose results arrive as events need it, as Salt's own clients do.
+    pub async fn bus_ready(&self) -> Result<(), ApiError> {
+        if self.hub.is_connected()
+            || self
+                .hub
+                .wait_connected(self.settings.brine.connect_timeout)
+                .await
+        {
+            Ok(())
+        } else {
+            Err(ApiError::MasterUnavailable(MASTER_DOWN.into()))
+        }
+    }
+
     /// A strong handle on this `App` (`None` only while it is being dropped).
     pub fn self_ref(&self) -> Option<SharedApp> {
         self.me.upgrade()

@@ -299,6 +299,11 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, WAITER_QUEUE);
-        assert!(w.hub.waiters.lock().map(|m| m["5"][0].overflowed.load(Ordering::Relaxed)).unwrap_or(false));
+        assert!(w
+            .hub
+            .waiters
+            .lock()
+            .map(|m| m["5"][0].overflowed.load(Ordering::Relaxed))
+            .unwrap_or(false));
     }
 }

@@ -10,15 +10,12 @@
 //! (401), and `raw_shell` needs `netapi_allow_raw_shell` (401). Chunks run in order and the
 //! first error aborts the request (results of earlier chunks are discarded; their commands ran).
 
-use std::time::Duration;
-
 use serde_json::{Map, Value};
 
 use crate::app::App;
 use crate::auth::{is_python_hex, python_repr};
 use crate::clients;
 use crate::http::error::ApiError;
-use crate::master::MASTER_DOWN;
 
 /// The client names `GET /` lists (Salt's `NetapiClient` members, `destroy` included).
 pub const CLIENT_NAMES: [&str; 10] = [
@@ -179,9 +176,7 @@ pub async fn execute(app: &App, chunks: Vec<Value>, exec: &Exec) -> Result<Vec<V
 async fn validate(app: &App, chunk: &Map<String, Value>) -> Result<Client, ApiError> {
     // salt-api tests for the master's socket file; Brine's equivalent is its live bus
     // subscription (it follows master restarts), given a moment to come up.
-    if !app.hub.is_connected() && !app.hub.wait_connected(Duration::from_millis(1500)).await {
-        return Err(ApiError::MasterUnavailable(MASTER_DOWN.into()));
-    }
+    app.bus_ready().await?;
     let name = chunk.get("client");
     let client = name
         .and_then(Value::as_str)

@@ -19,7 +19,12 @@ fn with_token(req: Req, token: &str) -> Req {
 async fn welcome_document_and_routing() {
     let st = stack();
     same(st, "GET /", &Req::get("/")).await;
-    same(st, "GET / yaml", &Req::get("/").header("Accept", "application/x-yaml")).await;
+    same(
+        st,
+        "GET / yaml",
+        &Req::get("/").header("Accept", "application/x-yaml"),
+    )
+    .await;
     same(st, "GET / no Accept", &Req::get("/").without("Accept")).await;
     same(
         st,
@@ -27,14 +32,20 @@ async fn welcome_document_and_routing() {
         &Req::get("/").header("Accept", "application/json, application/x-yaml"),
     )
     .await;
-    same(st, "GET / 406", &Req::get("/").header("Accept", "text/html")).await;
+    same(
+        st,
+        "GET / 406",
+        &Req::get("/").header("Accept", "text/html"),
+    )
+    .await;
     same(st, "GET /run", &Req::get("/run")).await;
     same(st, "GET /token", &Req::get("/token")).await;
     same(st, "GET /?x=1", &Req::get("/?x=1")).await;
     same(st, "unknown path", &Req::get("/nonexistent/path")).await;
     same(st, "extra segment", &Req::get("/login/extra")).await;
     same(st, "trailing slash", &Req::get("/login/")).await;
-    let mut put = Req::get("/");
+    // (CherryPy wants a Content-Length on PUT, else 411: send a body.)
+    let mut put = Req::post_json("/", &json!({}));
     put.method = reqwest::Method::PUT;
     same(st, "PUT /", &put).await;
     let (b, _) = same(st, "HEAD /", &{
@@ -72,7 +83,11 @@ async fn login_variants() {
     same(
         st,
         "login YAML",
-        &Req::post("/login", "application/x-yaml", "username: saltdev\npassword: saltdev\neauth: auto\n"),
+        &Req::post(
+            "/login",
+            "application/x-yaml",
+            "username: saltdev\npassword: saltdev\neauth: auto\n",
+        ),
     )
     .await;
     same(
@@ -85,7 +100,12 @@ async fn login_variants() {
         ),
     )
     .await;
-    same(st, "login list body", &Req::post_json("/login", &json!([creds]))).await;
+    same(
+        st,
+        "login list body",
+        &Req::post_json("/login", &json!([creds])),
+    )
+    .await;
     same(
         st,
         "login YAML output",
@@ -95,25 +115,37 @@ async fn login_variants() {
     same(
         st,
         "limited user perms",
-        &Req::post_json("/login", &json!({"username": "limited", "password": "x", "eauth": "auto"})),
+        &Req::post_json(
+            "/login",
+            &json!({"username": "limited", "password": "x", "eauth": "auto"}),
+        ),
     )
     .await;
     same(
         st,
         "wrong password",
-        &Req::post_json("/login", &json!({"username": "fileuser", "password": "wrong", "eauth": "file"})),
+        &Req::post_json(
+            "/login",
+            &json!({"username": "fileuser", "password": "wrong", "eauth": "file"}),
+        ),
     )
     .await;
     same(
         st,
         "right password, file eauth",
-        &Req::post_json("/login", &json!({"username": "fileuser", "password": "filepass", "eauth": "file"})),
+        &Req::post_json(
+            "/login",
+            &json!({"username": "fileuser", "password": "filepass", "eauth": "file"}),
+        ),
     )
     .await;
     same(
         st,
         "unknown eauth",
-        &Req::post_json("/login", &json!({"username": "saltdev", "password": "x", "eauth": "nope"})),
+        &Req::post_json(
+            "/login",
+            &json!({"username": "saltdev", "password": "x", "eauth": "nope"}),
+        ),
     )
     .await;
     same(
@@ -128,38 +160,110 @@ async fn login_variants() {
         &Req::post_json("/login", &json!({"username": "saltdev", "eauth": "auto"})),
     )
     .await;
-    same(st, "empty body", &Req::post("/login", "application/json", "")).await;
-    same(st, "broken JSON", &Req::post("/login", "application/json", "{nope")).await;
-    same(st, "unsupported content type", &Req::post("/login", "application/xml", "<a/>")).await;
+    same(
+        st,
+        "empty body",
+        &Req::post("/login", "application/json", ""),
+    )
+    .await;
+    same(
+        st,
+        "broken JSON",
+        &Req::post("/login", "application/json", "{nope"),
+    )
+    .await;
+    same(
+        st,
+        "unsupported content type",
+        &Req::post("/login", "application/xml", "<a/>"),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn logout_revokes_the_session() {
     let st = stack();
     let s = sessions(st).await;
-    let ping = Req::post_json("/", &json!({"client": "local", "tgt": "m1", "fun": "test.ping"}));
-    same2(st, "before logout", &with_token(ping.clone(), &s.brine), &with_token(ping.clone(), &s.cherry)).await;
+    let ping = Req::post_json(
+        "/",
+        &json!({"client": "local", "tgt": "m1", "fun": "test.ping"}),
+    );
+    same2(
+        st,
+        "before logout",
+        &with_token(ping.clone(), &s.brine),
+        &with_token(ping.clone(), &s.cherry),
+    )
+    .await;
     let out = Req::post_json("/logout", &json!({}));
-    same2(st, "logout", &with_token(out.clone(), &s.brine), &with_token(out.clone(), &s.cherry)).await;
-    same2(st, "after logout", &with_token(ping.clone(), &s.brine), &with_token(ping, &s.cherry)).await;
+    same2(
+        st,
+        "logout",
+        &with_token(out.clone(), &s.brine),
+        &with_token(out.clone(), &s.cherry),
+    )
+    .await;
+    same2(
+        st,
+        "after logout",
+        &with_token(ping.clone(), &s.brine),
+        &with_token(ping, &s.cherry),
+    )
+    .await;
     same(st, "logout without session", &out).await;
 }
 
 fn six_clients() -> Vec<(&'static str, serde_json::Value)> {
     vec![
-        ("local", json!({"client": "local", "tgt": "*", "fun": "test.arg", "arg": ["a", "k=v"], "kwarg": {"x": 1}})),
-        ("local full_return", json!({"client": "local", "tgt": "*", "fun": "test.ping", "full_return": true})),
-        ("local_async", json!({"client": "local_async", "tgt": "*", "fun": "test.ping"})),
-        ("runner", json!({"client": "runner", "fun": "test.arg", "arg": ["a", "k=1"], "kwarg": {"z": [1, 2]}})),
-        ("runner full_return", json!({"client": "runner", "fun": "test.arg", "full_return": true})),
-        ("runner_async", json!({"client": "runner_async", "fun": "test.arg"})),
+        (
+            "local",
+            json!({"client": "local", "tgt": "*", "fun": "test.arg", "arg": ["a", "k=v"], "kwarg": {"x": 1}}),
+        ),
+        (
+            "local full_return",
+            json!({"client": "local", "tgt": "*", "fun": "test.ping", "full_return": true}),
+        ),
+        (
+            "local_async",
+            json!({"client": "local_async", "tgt": "*", "fun": "test.ping"}),
+        ),
+        (
+            "runner",
+            json!({"client": "runner", "fun": "test.arg", "arg": ["a", "k=1"], "kwarg": {"z": [1, 2]}}),
+        ),
+        (
+            "runner full_return",
+            json!({"client": "runner", "fun": "test.arg", "full_return": true}),
+        ),
+        (
+            "runner_async",
+            json!({"client": "runner_async", "fun": "test.arg"}),
+        ),
         ("wheel", json!({"client": "wheel", "fun": "key.list_all"})),
-        ("wheel match", json!({"client": "wheel", "fun": "key.finger", "match": "m1"})),
-        ("wheel_async", json!({"client": "wheel_async", "fun": "key.list_all"})),
-        ("local no match", json!({"client": "local", "tgt": "nosuch*", "fun": "test.ping"})),
-        ("local_async no match", json!({"client": "local_async", "tgt": "nosuch*", "fun": "test.ping"})),
-        ("local list target", json!({"client": "local", "tgt": ["m1", "m2"], "tgt_type": "list", "fun": "test.echo", "arg": ["hi"]})),
-        ("local minion error text", json!({"client": "local", "tgt": "m1", "fun": "nosuch.function"})),
+        (
+            "wheel match",
+            json!({"client": "wheel", "fun": "key.finger", "match": "m1"}),
+        ),
+        (
+            "wheel_async",
+            json!({"client": "wheel_async", "fun": "key.list_all"}),
+        ),
+        (
+            "local no match",
+            json!({"client": "local", "tgt": "nosuch*", "fun": "test.ping"}),
+        ),
+        (
+            "local_async no match",
+            json!({"client": "local_async", "tgt": "nosuch*", "fun": "test.ping"}),
+        ),
+        (
+            "local list target",
+            json!({"client": "local", "tgt": ["m1", "m2"], "tgt_type": "list", "fun": "test.echo", "arg": ["hi"]}),
+        ),
+        (
+            "local minion error text",
+            json!({"client": "local", "tgt": "m1", "fun": "nosuch.function"}),
+        ),
     ]
 }
 
@@ -169,7 +273,13 @@ async fn clients_through_root_with_session_token() {
     let s = sessions(st).await;
     for (what, chunk) in six_clients() {
         let req = Req::post_json("/", &chunk);
-        same2(st, what, &with_token(req.clone(), &s.brine), &with_token(req, &s.cherry)).await;
+        same2(
+            st,
+            what,
+            &with_token(req.clone(), &s.brine),
+            &with_token(req, &s.cherry),
+        )
+        .await;
     }
 }
 
@@ -182,7 +292,13 @@ async fn clients_through_run_with_token_and_with_eauth() {
         b["token"] = json!(s.brine_salt);
         let mut c = chunk.clone();
         c["token"] = json!(s.cherry_salt);
-        same2(st, what, &Req::post_json("/run", &b), &Req::post_json("/run", &c)).await;
+        same2(
+            st,
+            what,
+            &Req::post_json("/run", &b),
+            &Req::post_json("/run", &c),
+        )
+        .await;
         let mut e = chunk.clone();
         for (k, v) in st.creds().as_object().cloned().unwrap_or_default() {
             e[k] = v;
@@ -197,12 +313,20 @@ async fn token_by_header_cookie_and_chunk() {
     let s = sessions(st).await;
     let chunk = json!({"client": "local", "tgt": "m1", "fun": "test.ping"});
     let req = Req::post_json("/", &chunk);
-    same2(st, "header", &with_token(req.clone(), &s.brine), &with_token(req.clone(), &s.cherry)).await;
+    same2(
+        st,
+        "header",
+        &with_token(req.clone(), &s.brine),
+        &with_token(req.clone(), &s.cherry),
+    )
+    .await;
     same2(
         st,
         "cookie",
-        &req.clone().header("Cookie", &format!("session_id={}", s.brine)),
-        &req.clone().header("Cookie", &format!("session_id={}", s.cherry)),
+        &req.clone()
+            .header("Cookie", &format!("session_id={}", s.brine)),
+        &req.clone()
+            .header("Cookie", &format!("session_id={}", s.cherry)),
     )
     .await;
     // A chunk token on `/` is overwritten by the session's: no session is 401.
@@ -210,18 +334,45 @@ async fn token_by_header_cookie_and_chunk() {
     b["token"] = json!(s.brine_salt);
     let mut c = chunk.clone();
     c["token"] = json!(s.cherry_salt);
-    same2(st, "chunk token on / without session", &Req::post_json("/", &b), &Req::post_json("/", &c)).await;
-    same2(st, "chunk token on /run", &Req::post_json("/run", &b), &Req::post_json("/run", &c)).await;
+    same2(
+        st,
+        "chunk token on / without session",
+        &Req::post_json("/", &b),
+        &Req::post_json("/", &c),
+    )
+    .await;
+    same2(
+        st,
+        "chunk token on /run",
+        &Req::post_json("/run", &b),
+        &Req::post_json("/run", &c),
+    )
+    .await;
     same(st, "no token", &req).await;
     same(st, "bad token", &with_token(req.clone(), "deadbeef")).await;
     same(st, "non-hex token", &with_token(req.clone(), "not-a-token")).await;
     let mut nonhex = chunk.clone();
     nonhex["token"] = json!("zzz");
-    same(st, "non-hex chunk token on /run", &Req::post_json("/run", &nonhex)).await;
+    same(
+        st,
+        "non-hex chunk token on /run",
+        &Req::post_json("/run", &nonhex),
+    )
+    .await;
     let mut unknown = chunk.clone();
     unknown["token"] = json!("deadbeef");
-    same(st, "unknown chunk token on /run", &Req::post_json("/run", &unknown)).await;
-    same(st, "no credentials on /run", &Req::post_json("/run", &chunk)).await;
+    same(
+        st,
+        "unknown chunk token on /run",
+        &Req::post_json("/run", &unknown),
+    )
+    .await;
+    same(
+        st,
+        "no credentials on /run",
+        &Req::post_json("/run", &chunk),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -271,7 +422,13 @@ async fn lowstate_shapes_and_input_formats() {
         ("unknown runner", Req::post_json("/", &json!({"client": "runner", "fun": "nosuch.fun"}))),
     ];
     for (what, req) in cases {
-        same2(st, what, &with_token(req.clone(), &s.brine), &with_token(req, &s.cherry)).await;
+        same2(
+            st,
+            what,
+            &with_token(req.clone(), &s.brine),
+            &with_token(req, &s.cherry),
+        )
+        .await;
     }
 }
 
@@ -282,14 +439,32 @@ async fn acl_refusals_come_from_the_master() {
     let tb = login(&st.brine, &limited).await;
     let tc = login(&st.cherry, &limited).await;
     let cases = [
-        ("allowed", json!({"client": "local", "tgt": "m1", "fun": "test.ping"})),
-        ("outside ACL", json!({"client": "local", "tgt": "*", "fun": "test.ping"})),
-        ("no runner rights", json!({"client": "runner", "fun": "test.arg"})),
-        ("no wheel rights", json!({"client": "wheel", "fun": "key.list_all"})),
+        (
+            "allowed",
+            json!({"client": "local", "tgt": "m1", "fun": "test.ping"}),
+        ),
+        (
+            "outside ACL",
+            json!({"client": "local", "tgt": "*", "fun": "test.ping"}),
+        ),
+        (
+            "no runner rights",
+            json!({"client": "runner", "fun": "test.arg"}),
+        ),
+        (
+            "no wheel rights",
+            json!({"client": "wheel", "fun": "key.list_all"}),
+        ),
     ];
     for (what, chunk) in cases {
         let req = Req::post_json("/", &chunk);
-        same2(st, what, &with_token(req.clone(), &tb), &with_token(req, &tc)).await;
+        same2(
+            st,
+            what,
+            &with_token(req.clone(), &tb),
+            &with_token(req, &tc),
+        )
+        .await;
     }
     same(
         st,
@@ -297,6 +472,16 @@ async fn acl_refusals_come_from_the_master() {
         &Req::post_json("/token", &limited),
     )
     .await;
-    same(st, "/token missing fields", &Req::post_json("/token", &json!({"username": "x"}))).await;
-    same(st, "/token empty body", &Req::post("/token", "application/json", "")).await;
+    same(
+        st,
+        "/token missing fields",
+        &Req::post_json("/token", &json!({"username": "x"})),
+    )
+    .await;
+    same(
+        st,
+        "/token empty body",
+        &Req::post("/token", "application/json", ""),
+    )
+    .await;
 }

@@ -154,7 +154,9 @@ async fn zmq_handshake(
             }
             None => {
                 if rd.read_buf(buf).await.map_err(io)? == 0 {
-                    return Err(WireError::Unavailable("master closed during the ZMTP handshake".into()));
+                    return Err(WireError::Unavailable(
+                        "master closed during the ZMTP handshake".into(),
+                    ));
                 }
             }
         }
@@ -192,7 +194,10 @@ async fn zmq_task(
                         }
                     }
                     "ERROR" => {
-                        fail(&mut pending, WireError::Transport("master sent a ZMTP ERROR".into()));
+                        fail(
+                            &mut pending,
+                            WireError::Transport("master sent a ZMTP ERROR".into()),
+                        );
                         return;
                     }
                     _ => {}
@@ -368,7 +373,9 @@ mod tests {
             let (mut s, _) = listener.accept().await.map_err(|e| e.to_string())?;
             let mut g = [0u8; 64];
             s.read_exact(&mut g).await.map_err(|e| e.to_string())?;
-            s.write_all(&zmtp::greeting()).await.map_err(|e| e.to_string())?;
+            s.write_all(&zmtp::greeting())
+                .await
+                .map_err(|e| e.to_string())?;
             let mut ready = BytesMut::new();
             zmtp::put_command(&mut ready, "READY", b"");
             s.write_all(&ready).await.map_err(|e| e.to_string())?;
@@ -402,17 +409,25 @@ mod tests {
             }
             let mut reply = Vec::new();
             let _ = rmpv::encode::write_value(&mut reply, &Mp::from("pong-reply"));
-            s.write_all(&zmtp::request(&reply)).await.map_err(|e| e.to_string())?;
+            s.write_all(&zmtp::request(&reply))
+                .await
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>(frames.len())
         });
-        let conn = match Connection::open(Transport::Zeromq, "127.0.0.1", port, Duration::from_secs(5)).await {
-            Ok(c) => c,
-            Err(e) => panic!("{e}"),
-        };
+        let conn =
+            match Connection::open(Transport::Zeromq, "127.0.0.1", port, Duration::from_secs(5))
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => panic!("{e}"),
+            };
         let mut env = Vec::new();
         let _ = rmpv::encode::write_value(&mut env, &Mp::from("hello"));
         let reply = tokio::time::timeout(Duration::from_secs(5), conn.request(&env)).await;
-        assert_eq!(reply.ok().and_then(Result::ok), Some(Mp::from("pong-reply")));
+        assert_eq!(
+            reply.ok().and_then(Result::ok),
+            Some(Mp::from("pong-reply"))
+        );
         assert_eq!(server.await.ok(), Some(Ok(3)));
     }
 
@@ -428,7 +443,9 @@ mod tests {
             drop(s);
             Ok::<_, String>(())
         });
-        let conn = match Connection::open(Transport::Tcp, "127.0.0.1", port, Duration::from_secs(5)).await {
+        let conn = match Connection::open(Transport::Tcp, "127.0.0.1", port, Duration::from_secs(5))
+            .await
+        {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         };
@@ -440,6 +457,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(!conn.is_alive());
-        assert!(matches!(conn.request(b"\x90").await, Err(WireError::SendFailed(_))));
+        assert!(matches!(
+            conn.request(b"\x90").await,
+            Err(WireError::SendFailed(_))
+        ));
     }
 }

@@ -128,7 +128,9 @@ pub fn take_frame(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
         return Ok(None);
     };
     if flags & !(MORE | LONG | COMMAND) != 0 {
-        return Err(WireError::Protocol(format!("bad ZMTP frame flags {flags:#04x}")));
+        return Err(WireError::Protocol(format!(
+            "bad ZMTP frame flags {flags:#04x}"
+        )));
     }
     let (header, size) = if flags & LONG != 0 {
         if buf.len() < 9 {
@@ -144,7 +146,9 @@ pub fn take_frame(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
         (2, usize::from(buf[1]))
     };
     if size > MAX_FRAME {
-        return Err(WireError::Protocol(format!("ZMTP frame of {size} bytes is too large")));
+        return Err(WireError::Protocol(format!(
+            "ZMTP frame of {size} bytes is too large"
+        )));
     }
     if buf.len() < header + size {
         buf.reserve(header + size - buf.len());
@@ -158,7 +162,9 @@ pub fn take_frame(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
         }
         let len = usize::from(body.get_u8());
         if body.len() < len {
-            return Err(WireError::Protocol("ZMTP command name exceeds its frame".into()));
+            return Err(WireError::Protocol(
+                "ZMTP command name exceeds its frame".into(),
+            ));
         }
         let name = String::from_utf8_lossy(&body[..len]).into_owned();
         body.advance(len);
@@ -204,7 +210,10 @@ mod tests {
         buf.extend_from_slice(&ready());
         assert_eq!(
             take_frame(&mut buf).ok().flatten(),
-            Some(Frame::Message { more: true, body: Bytes::new() })
+            Some(Frame::Message {
+                more: true,
+                body: Bytes::new()
+            })
         );
         let partial = buf.split_to(5);
         let mut head = partial;
@@ -213,7 +222,10 @@ mod tests {
         let mut buf = head;
         assert_eq!(
             take_frame(&mut buf).ok().flatten(),
-            Some(Frame::Message { more: false, body: Bytes::from(big) })
+            Some(Frame::Message {
+                more: false,
+                body: Bytes::from(big)
+            })
         );
         match take_frame(&mut buf) {
             Ok(Some(Frame::Command { name, data })) => {

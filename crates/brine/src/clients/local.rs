@@ -25,7 +25,6 @@ use crate::http::error::ApiError;
 use crate::hub::{HubMsg, JidWatch};
 use crate::jid::{gen_jid, is_jid};
 use crate::lowstate::truthy;
-use crate::master::MASTER_DOWN;
 
 /// A parsed `local` chunk (`LocalClient.cmd`'s parameters; everything else is `kwargs`).
 struct LocalCall {
@@ -216,15 +215,8 @@ pub async fn local_async(app: &App, chunk: Map<String, Value>) -> Result<Value, 
 /// `local` (`LocalClient.cmd`): the minions' returns.
 pub async fn local(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
     let call = LocalCall::parse(app, chunk)?;
-    if !app.hub.is_connected()
-        && !app
-            .hub
-            .wait_connected(app.settings.brine.connect_timeout)
-            .await
-    {
-        // Salt's LocalClient refuses to publish without its event subscription, too.
-        return Err(ApiError::MasterUnavailable(MASTER_DOWN.into()));
-    }
+    // Salt's LocalClient refuses to publish without its event subscription, too.
+    app.bus_ready().await?;
     let mut watch = app.hub.watch(&call.jid);
     let reply = app.master.publish(call.publish_load()).await?;
     let Some((jid, minions, missing)) = matched(&reply) else {

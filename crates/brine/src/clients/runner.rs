@@ -8,11 +8,21 @@
 //! then waits for `salt/run/<jid>/ret` on the event hub (which replays a return that raced
 //! ahead of the reply) for `timeout` seconds or the master's `rest_timeout`, else 504.
 //!
+//! Salt's Python client checks that the runner function exists before sending (it loads the
+//! runner modules itself). Brine cannot; for an unknown function the master replies with a jid
+//! and its runner process then dies without any event (a Salt bug: `UnboundLocalError` in
+//! `mixins.low`). So Brine waits for the runner's `new` event, which every runner that started
+//! fires at once, and answers 500 like the reference when it does not come within
+//! [`START_TIMEOUT`] (`runner` and `runner_async` alike).
+//!
 //! One difference from Python remains: Salt's client also drops keyword arguments the runner
 //! function does not accept (it can load the function's signature, Brine cannot), so an unknown
 //! extra key reaches the runner and it answers with its usage text.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use salt_wire::event::Event;
 
 use serde_json::{json, Map, Value};
 
@@ -20,9 +30,11 @@ use super::missing_fun;
 use crate::app::App;
 use crate::http::body::yamlify_arg;
 use crate::http::error::ApiError;
-use crate::hub::HubMsg;
+use crate::hub::{HubMsg, JidWatch};
 use crate::lowstate::{truthy, Client};
-use crate::master::MASTER_DOWN;
+
+/// How long a runner may take to fire its `new` event before Brine decides it never started.
+pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Keys `RunnerClient._reformat_low` moves to the top level of the master load.
 const CRED_KEYS: [&str; 7] = [
@@ -141,10 +153,51 @@ fn timeout_secs(v: &Value) -> Result<f64, ApiError> {
     }
 }
 
-/// `runner_async`: the master's `{"tag", "jid"}`.
+/// Sends the runner command and waits until the runner has started (its `new` event) or
+/// finished, at most `limit`. Returns the master's `{tag, jid}` reply, the watch on the jid,
+/// and the `ret` event if it already came.
+async fn start(
+    app: &App,
+    load: Map<String, Value>,
+    limit: Duration,
+) -> Result<(Value, JidWatch, Option<Arc<Event>>), ApiError> {
+    app.bus_ready().await?;
+    let reply = app.master.runner(load).await?;
+    let Some(jid) = reply.get("jid").and_then(Value::as_str) else {
+        tracing::error!("runner reply without a jid");
+        return Err(ApiError::Internal);
+    };
+    let mut watch = app.hub.watch(jid);
+    let deadline = tokio::time::Instant::now() + limit.min(START_TIMEOUT);
+    loop {
+        match tokio::time::timeout_at(deadline, watch.recv()).await {
+            Err(_) if limit < START_TIMEOUT => {
+                // The caller's own timeout is the shorter one: a 504, as in the reference.
+                return Err(ApiError::GatewayTimeout);
+            }
+            Err(_) => {
+                tracing::warn!(jid, "runner did not start (unknown function?)");
+                return Err(ApiError::Internal);
+            }
+            Ok(None) => return Err(ApiError::Internal),
+            // Events may have been lost: the start cannot be confirmed; assume it happened.
+            Ok(Some(HubMsg::Gap)) => return Ok((reply, watch, None)),
+            Ok(Some(HubMsg::Event(ev))) if ev.tag.ends_with("/ret") => {
+                return Ok((reply, watch, Some(ev)))
+            }
+            Ok(Some(HubMsg::Event(ev))) if ev.tag.ends_with("/new") => {
+                return Ok((reply, watch, None))
+            }
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+/// `runner_async`: the master's `{"tag", "jid"}`, once the runner has started.
 pub async fn runner_async(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
     let call = reformat(Client::RunnerAsync, chunk)?;
-    app.master.runner(call.load).await
+    let (reply, _, _) = start(app, call.load, START_TIMEOUT).await?;
+    Ok(reply)
 }
 
 /// `runner`: the runner's return, or the whole `{"tag", "data"}` event with `full_return`.
@@ -158,27 +211,25 @@ pub async fn runner(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiEr
         Some(t) => Duration::from_secs_f64(timeout_secs(&t)?),
         None => app.settings.master.rest_timeout,
     };
-    if !app.hub.is_connected()
-        && !app
-            .hub
-            .wait_connected(app.settings.brine.connect_timeout)
-            .await
-    {
-        return Err(ApiError::MasterUnavailable(MASTER_DOWN.into()));
-    }
-    let reply = app.master.runner(load).await?;
-    let Some(jid) = reply.get("jid").and_then(Value::as_str) else {
-        tracing::error!("runner reply without a jid");
-        return Err(ApiError::Internal);
+    let deadline = tokio::time::Instant::now() + wait;
+    let finish = |ev: Arc<Event>| {
+        if full_return {
+            json!({"tag": ev.tag, "data": ev.data})
+        } else {
+            ev.data.get("return").cloned().unwrap_or(Value::Null)
+        }
     };
+    let (reply, mut watch, done) = start(app, load, wait).await?;
+    if let Some(ev) = done {
+        return Ok(finish(ev));
+    }
+    let jid = reply.get("jid").and_then(Value::as_str).unwrap_or("");
     let tag = reply
         .get("tag")
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or_else(|| format!("salt/run/{jid}"));
     let ret_tag = format!("{tag}/ret");
-    let mut watch = app.hub.watch(jid);
-    let deadline = tokio::time::Instant::now() + wait;
     loop {
         match tokio::time::timeout_at(deadline, watch.recv()).await {
             Err(_) => {
@@ -189,13 +240,7 @@ pub async fn runner(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiEr
             Ok(Some(HubMsg::Gap)) => {
                 tracing::warn!(jid, "event bus gap while waiting for a runner");
             }
-            Ok(Some(HubMsg::Event(ev))) if ev.tag.starts_with(&ret_tag) => {
-                return Ok(if full_return {
-                    json!({"tag": ev.tag, "data": ev.data})
-                } else {
-                    ev.data.get("return").cloned().unwrap_or(Value::Null)
-                });
-            }
+            Ok(Some(HubMsg::Event(ev))) if ev.tag.starts_with(&ret_tag) => return Ok(finish(ev)),
             Ok(Some(_)) => {}
         }
     }

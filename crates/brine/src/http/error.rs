@@ -71,9 +71,9 @@ impl ApiError {
     /// The message shown to the client.
     pub fn message(&self) -> String {
         match self {
-            ApiError::BadRequest(m)
-            | ApiError::Unauthorized(m)
-            | ApiError::NotFound(m) => m.clone(),
+            ApiError::BadRequest(m) | ApiError::Unauthorized(m) | ApiError::NotFound(m) => {
+                m.clone()
+            }
             ApiError::MethodNotAllowed => "Specified method is invalid for this resource".into(),
             ApiError::UnsupportedContentType => "Content type not supported".into(),
             ApiError::NotAcceptable(accept) => format!(

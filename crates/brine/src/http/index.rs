@@ -1,8 +1,7 @@
 //! `/` and `/run`: the welcome document and lowstate execution.
 //!
 //! * `GET /` (also `GET /run`, `GET /token`): `{"return": "Welcome", "clients": [...]}` with the
-//!   ten names of Salt's `NetapiClient`; no session, no cookie. Query parameters are CherryPy's
-//!   404 `Nothing matches the given URI`.
+//!   ten names of Salt's `NetapiClient`; no session, no cookie.
 //! * `POST /`: session endpoint; the session's token is written into every chunk.
 //! * `POST /run`: no session; every chunk carries its own `token` or eauth credentials.
 //!
@@ -19,9 +18,6 @@ use crate::lowstate::{self, Exec, CLIENT_NAMES};
 
 /// `GET /`.
 pub fn welcome(req: &Req) -> Result<Response, ApiError> {
-    if req.query.as_deref().is_some_and(|q| !q.is_empty()) {
-        return Err(ApiError::NotFound("Nothing matches the given URI".into()));
-    }
     let format = req.format()?;
     Ok(ok(
         format,
@@ -36,15 +32,7 @@ pub async fn post_lowstate(
     req: &mut Req,
     ctx: &mut Ctx,
 ) -> Result<Response, ApiError> {
-    let session = match session::gate(app, &req.headers).await {
-        Ok(s) => s,
-        Err(e) => {
-            if matches!(e, ApiError::Unauthorized(_)) {
-                ctx.cookie = Some(session::session_cookie(&session::random_id()));
-            }
-            return Err(e);
-        }
-    };
+    let session = session::gate(app, &req.headers).await?;
     ctx.cookie = Some(session::session_cookie(&session.token));
     ctx.private = true;
     ctx.user = Some(session.info.name.clone());

@@ -23,11 +23,9 @@ use super::{ok, session, Ctx, Req};
 use crate::app::SharedApp;
 use crate::auth::{login_perms, revocation_event, TokenInfo, REVOKE_TAG};
 use crate::lowstate::{self, Exec};
-use crate::master::MASTER_DOWN;
 
 /// `GET /login`.
-pub fn login_prompt(req: &Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
-    ctx.cookie = Some(session::session_cookie(&session::random_id()));
+pub fn login_prompt(req: &Req) -> Result<Response, ApiError> {
     let format = req.format()?;
     let mut resp = ok(
         format,
@@ -43,15 +41,7 @@ pub fn login_prompt(req: &Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
 
 /// `POST /login`.
 pub async fn login(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
-    ctx.cookie = Some(session::session_cookie(&session::random_id()));
-    if !app.hub.is_connected()
-        && !app
-            .hub
-            .wait_connected(app.settings.brine.connect_timeout)
-            .await
-    {
-        return Err(ApiError::MasterUnavailable(MASTER_DOWN.into()));
-    }
+    app.bus_ready().await?;
     let body = req.parse_body(app).await?;
     let creds: Map<String, Value> = match body {
         Some(Value::Object(m)) if !m.is_empty() => m,
@@ -93,15 +83,7 @@ pub async fn login(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Resp
 
 /// `POST /logout`.
 pub async fn logout(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
-    let session = match session::gate(app, &req.headers).await {
-        Ok(s) => s,
-        Err(e) => {
-            if matches!(e, ApiError::Unauthorized(_)) {
-                ctx.cookie = Some(session::session_cookie(&session::random_id()));
-            }
-            return Err(e);
-        }
-    };
+    let session = session::gate(app, &req.headers).await?;
     ctx.private = true;
     ctx.user = Some(session.info.name.clone());
     // The body is ignored but still parsed (broken JSON is a 400), as in the reference.

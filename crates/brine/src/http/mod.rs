@@ -187,8 +187,8 @@ async fn route(
     if req.method == Method::OPTIONS {
         // Decision D2: the reference answers 500 after setting these; Brine answers 200.
         let mut resp = Response::new(Body::empty());
-        if let Ok(e) = &endpoint {
-            ctx.allow = Some(e.allow());
+        if let Ok(r) = &endpoint {
+            ctx.allow = Some(r.endpoint.allow());
         }
         if matches!(preflight_method, Some("GET") | Some("POST")) {
             let h = resp.headers_mut();
@@ -204,17 +204,29 @@ async fn route(
         }
         return Ok(resp);
     }
-    let endpoint = endpoint?;
+    let routes::Route { endpoint, extra } = endpoint?;
     ctx.allow = Some(endpoint.allow());
+    if endpoint.session_enabled(&req.method) {
+        // Handlers replace it with the session's own id once they know it is valid.
+        ctx.cookie = Some(session::session_cookie(&session::random_id()));
+    }
     if !endpoint.supports(&req.method) {
         return Err(ApiError::MethodNotAllowed);
     }
     let get = req.method == Method::GET || req.method == Method::HEAD;
+    if extra || (get && req.query.as_deref().is_some_and(|q| !q.is_empty())) {
+        // CherryPy finds no handler signature for these when it calls the handler, which is
+        // after the auth gate of session endpoints.
+        if !get && matches!(endpoint, Endpoint::Index | Endpoint::Logout) {
+            session::gate(app, &req.headers).await?;
+        }
+        return Err(ApiError::NotFound("Nothing matches the given URI".into()));
+    }
     match (endpoint, get) {
         (Endpoint::Index | Endpoint::Run | Endpoint::Token, true) => index::welcome(req),
         (Endpoint::Index, false) => index::post_lowstate(app, req, ctx).await,
         (Endpoint::Run, false) => index::post_run(app, req).await,
-        (Endpoint::Login, true) => login::login_prompt(req, ctx),
+        (Endpoint::Login, true) => login::login_prompt(req),
         (Endpoint::Login, false) => login::login(app, req, ctx).await,
         (Endpoint::Logout, _) => login::logout(app, req, ctx).await,
         (Endpoint::Token, false) => login::token(app, req).await,

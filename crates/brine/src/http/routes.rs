@@ -25,14 +25,31 @@ pub enum Endpoint {
     Run,
 }
 
+/// A resolved request path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The resource.
+    pub endpoint: Endpoint,
+    /// Path segments beyond the resource's own (CherryPy answers those with 404 `Nothing
+    /// matches the given URI`, but only when it calls the handler: after the auth gate).
+    pub extra: bool,
+}
+
 impl Endpoint {
-    /// The `Allow` header of the resource.
+    /// The `Allow` header of the resource (every resource inherits `GET` from the welcome
+    /// handler in rest_cherrypy, `/logout` included).
     pub fn allow(&self) -> &'static str {
+        "GET, HEAD, POST"
+    }
+
+    /// Whether rest_cherrypy runs its session tool for this resource and method: then every
+    /// response, errors included, refreshes the `session_id` cookie.
+    pub fn session_enabled(&self, method: &Method) -> bool {
         match self {
-            Endpoint::Logout => "POST",
-            Endpoint::Index | Endpoint::Login | Endpoint::Token | Endpoint::Run => {
-                "GET, HEAD, POST"
-            }
+            Endpoint::Login | Endpoint::Logout => true,
+            // `GET /` switches sessions off; every other method of `/` has them.
+            Endpoint::Index => method != Method::GET && method != Method::HEAD,
+            Endpoint::Token | Endpoint::Run => false,
         }
     }
 
@@ -49,7 +66,7 @@ impl Endpoint {
 
 /// Resolves a request path (already without its query) against `root_prefix` (no trailing
 /// slash; empty for `/`).
-pub fn resolve(path: &str, root_prefix: &str, enable_sessions: bool) -> Result<Endpoint, ApiError> {
+pub fn resolve(path: &str, root_prefix: &str, enable_sessions: bool) -> Result<Route, ApiError> {
     let not_found = || ApiError::NotFound(format!("The path '{path}' was not found."));
     let rest = if root_prefix.is_empty() {
         path
@@ -61,7 +78,10 @@ pub fn resolve(path: &str, root_prefix: &str, enable_sessions: bool) -> Result<E
     };
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let Some((first, extra)) = segments.split_first() else {
-        return Ok(Endpoint::Index);
+        return Ok(Route {
+            endpoint: Endpoint::Index,
+            extra: false,
+        });
     };
     let endpoint = match *first {
         "login" if enable_sessions => Endpoint::Login,
@@ -70,10 +90,10 @@ pub fn resolve(path: &str, root_prefix: &str, enable_sessions: bool) -> Result<E
         "run" => Endpoint::Run,
         _ => return Err(not_found()),
     };
-    if !extra.is_empty() {
-        return Err(ApiError::NotFound("Nothing matches the given URI".into()));
-    }
-    Ok(endpoint)
+    Ok(Route {
+        endpoint,
+        extra: !extra.is_empty(),
+    })
 }
 
 #[cfg(test)]
@@ -82,10 +102,12 @@ mod tests {
 
     #[test]
     fn paths_resolve_like_cherrypy() {
-        assert_eq!(resolve("/", "", true), Ok(Endpoint::Index));
-        assert_eq!(resolve("", "", true), Ok(Endpoint::Index));
-        assert_eq!(resolve("/login/", "", true), Ok(Endpoint::Login));
-        assert_eq!(resolve("/run", "", true), Ok(Endpoint::Run));
+        let ep = |p: &str| resolve(p, "", true).map(|r| (r.endpoint, r.extra));
+        assert_eq!(ep("/"), Ok((Endpoint::Index, false)));
+        assert_eq!(ep(""), Ok((Endpoint::Index, false)));
+        assert_eq!(ep("/login/"), Ok((Endpoint::Login, false)));
+        assert_eq!(ep("/run"), Ok((Endpoint::Run, false)));
+        assert_eq!(ep("/login/x"), Ok((Endpoint::Login, true)));
         assert_eq!(
             resolve("/nonexistent/path", "", true),
             Err(ApiError::NotFound(
@@ -93,10 +115,9 @@ mod tests {
             ))
         );
         assert_eq!(
-            resolve("/login/x", "", true),
-            Err(ApiError::NotFound("Nothing matches the given URI".into()))
+            resolve("/api/login", "/api", true).map(|r| r.endpoint),
+            Ok(Endpoint::Login)
         );
-        assert_eq!(resolve("/api/login", "/api", true), Ok(Endpoint::Login));
         assert!(resolve("/apix/login", "/api", true).is_err());
         assert!(resolve("/login", "", false).is_err());
     }

@@ -40,7 +40,9 @@ pub fn repo() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed: {}\n{}",
@@ -113,10 +115,9 @@ fn start(opts: StackOpts) -> Stack {
     }
     cmd.stderr(Stdio::inherit());
     run(&mut cmd);
-    let info: Value = serde_json::from_str(
-        &std::fs::read_to_string(root.join("stack.json")).unwrap_or_default(),
-    )
-    .unwrap_or_else(|e| panic!("stack.json: {e}"));
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("stack.json")).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("stack.json: {e}"));
     let brine_port = info["brine_port"].as_u64().unwrap_or(0);
     let cherry_port = info["cherrypy_port"].as_u64().unwrap_or(0);
     let stack = Stack {
@@ -128,7 +129,10 @@ fn start(opts: StackOpts) -> Stack {
         brine_child: Mutex::new(None),
     };
     stack.start_brine();
-    eprintln!("test stack ready in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "test stack ready in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     stack
 }
 
@@ -142,7 +146,11 @@ impl Stack {
     pub fn minions(&self) -> Vec<String> {
         self.info["minions"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -170,12 +178,17 @@ impl Stack {
         let deadline = Instant::now() + Duration::from_secs(20);
         let url = format!("{}/", self.brine);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(url.trim_start_matches("http://").trim_end_matches('/')).is_ok() {
+            if std::net::TcpStream::connect(url.trim_start_matches("http://").trim_end_matches('/'))
+                .is_ok()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("brine did not start; see {}", self.root.join("logs/brine.out").display());
+        panic!(
+            "brine did not start; see {}",
+            self.root.join("logs/brine.out").display()
+        );
     }
 
     /// Runs the stack script with a subcommand (`stop-master`, `start-master`, ...).
@@ -225,7 +238,11 @@ impl Req {
 
     /// A POST with a JSON body.
     pub fn post_json(path: &str, body: &Value) -> Req {
-        Req::post(path, "application/json", serde_json::to_vec(body).unwrap_or_default())
+        Req::post(
+            path,
+            "application/json",
+            serde_json::to_vec(body).unwrap_or_default(),
+        )
     }
 
     /// A POST with a raw body of a given content type.
@@ -289,7 +306,10 @@ impl Resp {
 fn client() -> &'static reqwest::Client {
     static C: OnceLock<reqwest::Client> = OnceLock::new();
     C.get_or_init(|| {
+        // No idle pool: every #[tokio::test] has its own runtime, and a pooled connection
+        // would outlive the runtime that drives it.
         reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(120))
             .build()
@@ -314,10 +334,19 @@ pub async fn send(base: &str, req: &Req) -> Resp {
     let headers = r
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-    Resp { status, headers, body }
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Logs in on a server and returns the token.
@@ -495,7 +524,8 @@ pub async fn same(st: &Stack, what: &str, req: &Req) -> (Resp, Resp) {
     let (b, c) = both(st, req).await;
     let (sb, sc) = (shape(&b), shape(&c));
     assert_eq!(
-        sb, sc,
+        sb,
+        sc,
         "{what}: Brine (left) and rest_cherrypy (right) differ\nbrine body: {}\ncherry body: {}",
         b.text(),
         c.text()
@@ -510,7 +540,8 @@ pub async fn same2(st: &Stack, what: &str, req_b: &Req, req_c: &Req) -> (Resp, R
     let c = send(&st.cherry, req_c).await;
     let (sb, sc) = (shape(&b), shape(&c));
     assert_eq!(
-        sb, sc,
+        sb,
+        sc,
         "{what}: Brine (left) and rest_cherrypy (right) differ\nbrine body: {}\ncherry body: {}",
         b.text(),
         c.text()
