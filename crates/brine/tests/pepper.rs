@@ -1,0 +1,127 @@
+//! The real `pepper` client (PyPI `salt-pepper`) against Brine: the CLI with the `local`,
+//! `local_async`, `runner` and `wheel` clients, and the `libpepper` library, each compared
+//! with what the same client gets from the Python rest_cherrypy on the same master.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::{json, Map, Value};
+
+/// Runs the pepper CLI against `base` and merges its JSON output documents.
+fn pepper_cli(st: &Stack, base: &str, args: &[&str]) -> Value {
+    let home = st.root.join("pepper-home");
+    let _ = std::fs::create_dir_all(&home);
+    let out = Command::new(st.venv.join("bin/pepper"))
+        .env("HOME", &home)
+        .args([
+            "-u",
+            base,
+            "-a",
+            "auto",
+            "--username",
+            "saltdev",
+            "--password",
+            "saltdev",
+        ])
+        .args(["--non-interactive", "--out", "json"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("pepper: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pepper {args:?} against {base} failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut merged = Map::new();
+    for doc in serde_json::Deserializer::from_str(&stdout).into_iter::<Value>() {
+        match doc {
+            Ok(Value::Object(m)) => merged.extend(m),
+            Ok(other) => {
+                merged.insert("_value".into(), other);
+            }
+            Err(e) => panic!("pepper output is not JSON ({e}): {stdout}"),
+        }
+    }
+    Value::Object(merged)
+}
+
+fn both_cli(st: &Stack, args: &[&str]) -> Value {
+    let b = pepper_cli(st, &st.brine, args);
+    let c = pepper_cli(st, &st.cherry, args);
+    assert_eq!(
+        normalize(&b),
+        normalize(&c),
+        "pepper {args:?}: Brine (left) and rest_cherrypy (right) differ"
+    );
+    b
+}
+
+#[test]
+fn pepper_cli_local() {
+    let st = stack();
+    let out = both_cli(st, &["*", "test.ping"]);
+    assert_eq!(out, json!({"m1": true, "m2": true}));
+    let out = both_cli(st, &["m1", "test.arg", "a", "k=v"]);
+    assert_eq!(out["m1"]["args"], json!(["a"]));
+    assert_eq!(out["m1"]["kwargs"]["k"], json!("v"));
+}
+
+#[test]
+fn pepper_cli_local_async() {
+    let st = stack();
+    let out = both_cli(st, &["--client", "local_async", "*", "test.ping"]);
+    assert_eq!(out["minions"], json!(["m1", "m2"]));
+    assert!(out["jid"].as_str().is_some_and(|j| j.len() == 20));
+}
+
+#[test]
+fn pepper_cli_runner() {
+    let st = stack();
+    let out = both_cli(st, &["--client", "runner", "test.arg", "a", "k=1"]);
+    assert_eq!(out, json!({"args": ["a"], "kwargs": {"k": 1}}));
+}
+
+#[test]
+fn pepper_cli_wheel() {
+    let st = stack();
+    let out = both_cli(st, &["--client", "wheel", "key.list_all"]);
+    assert_eq!(out["minions"], json!(["m1", "m2"]));
+}
+
+#[test]
+fn pepper_library() {
+    let st = stack();
+    let script = repo().join("crates/brine/tests/clients/pepper_lib.py");
+    let run = |base: &str| -> Value {
+        let out = Command::new(st.venv.join("bin/python"))
+            .arg(&script)
+            .arg(base)
+            .output()
+            .unwrap_or_else(|e| panic!("python: {e}"));
+        assert!(
+            out.status.success(),
+            "pepper_lib.py against {base}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let b = run(&st.brine);
+    let c = run(&st.cherry);
+    assert_eq!(
+        normalize(&b),
+        normalize(&c),
+        "libpepper: Brine (left) and rest_cherrypy (right) differ"
+    );
+    assert_eq!(b["local"]["return"][0], json!({"m1": true, "m2": true}));
+    assert_eq!(
+        b["runner"]["return"][0],
+        json!({"args": ["r"], "kwargs": {"kw": "v"}})
+    );
+    assert_eq!(b["run_with_token"]["return"][0], json!({"m1": true}));
+    assert_eq!(b["after_logout"], json!("PepperException"));
+}
