@@ -186,3 +186,88 @@ impl MasterPool {
         idle.retain(|(g, _)| *g == current);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::net::TcpListener;
+
+    fn load() -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("cmd".into(), Value::String("ping".into()));
+        m
+    }
+
+    fn cfg(port: u16, size: usize, queue: usize) -> PoolConfig {
+        PoolConfig {
+            transport: Transport::Tcp,
+            host: "127.0.0.1".into(),
+            port,
+            size,
+            queue,
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// A master that accepts connections and never answers.
+    async fn silent_master() -> u16 {
+        let listener = match TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_busy_at_once_and_silence_is_a_timeout() {
+        let port = silent_master().await;
+        let pool = Arc::new(MasterPool::new(cfg(port, 1, 1)));
+        let p = pool.clone();
+        let first =
+            tokio::spawn(
+                async move { p.request(&load(), Duration::from_millis(800), false).await },
+            );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(pool.in_flight(), 1);
+        let p = pool.clone();
+        let second =
+            tokio::spawn(
+                async move { p.request(&load(), Duration::from_millis(800), false).await },
+            );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(pool.queued(), 1);
+        let started = std::time::Instant::now();
+        let third = pool.request(&load(), Duration::from_secs(5), false).await;
+        assert!(matches!(third, Err(WireError::Busy)), "{third:?}");
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(matches!(first.await, Ok(Err(WireError::Timeout))));
+        assert!(matches!(second.await, Ok(Err(WireError::Timeout))));
+        assert_eq!(pool.queued(), 0);
+        assert_eq!(pool.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_master_that_is_down_is_unavailable_fast() {
+        // Bind and drop to get a port nobody listens on.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0");
+            l.ok()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.port())
+                .unwrap_or(1)
+        };
+        let pool = MasterPool::new(cfg(port, 2, 10));
+        let started = std::time::Instant::now();
+        let r = pool.request(&load(), Duration::from_secs(5), true).await;
+        assert!(matches!(r, Err(WireError::Unavailable(_))), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}

@@ -65,8 +65,12 @@ pub struct StackOpts {
     pub minions: usize,
     /// Also start the reference rest_cherrypy.
     pub reference: bool,
-    /// Extra lines appended to the master config (YAML) before anything starts.
+    /// Extra master options (a YAML mapping) that replace generated ones.
     pub extra_config: &'static str,
+    /// `transport` of the master (`zeromq` or `tcp`).
+    pub transport: &'static str,
+    /// `ipc_mode` of the master (`ipc` or `tcp`).
+    pub ipc_mode: &'static str,
 }
 
 impl Default for StackOpts {
@@ -75,6 +79,8 @@ impl Default for StackOpts {
             minions: 2,
             reference: true,
             extra_config: "",
+            transport: "zeromq",
+            ipc_mode: "ipc",
         }
     }
 }
@@ -106,6 +112,7 @@ fn start(opts: StackOpts) -> Stack {
         .args(["start", "--root"])
         .arg(&root)
         .args(["--minions", &opts.minions.to_string()])
+        .args(["--transport", opts.transport, "--ipc-mode", opts.ipc_mode])
         .args(["--watch-pid", &std::process::id().to_string()]);
     if opts.reference {
         cmd.args(["--reference", "cherrypy"]);
