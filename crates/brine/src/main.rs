@@ -47,6 +47,7 @@ fn init_logging(cli: &cli::Cli, debug: bool) -> Result<(), String> {
         ))
     };
     let console_layer = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_filter(filter(console));
     let file_layer = match &cli.log_file {

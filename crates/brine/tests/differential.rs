@@ -67,117 +67,77 @@ async fn welcome_document_and_routing() {
 async fn login_variants() {
     let st = stack();
     let creds = st.creds();
-    same(st, "GET /login", &Req::get("/login")).await;
     let (b, _) = same(st, "login JSON", &Req::post_json("/login", &creds)).await;
     assert_eq!(b.json()["return"][0]["user"], "saltdev");
-    same(
-        st,
-        "login form",
-        &Req::post(
-            "/login",
-            "application/x-www-form-urlencoded",
-            "username=saltdev&password=saltdev&eauth=auto",
+    let login = |body: serde_json::Value| Req::post_json("/login", &body);
+    let cases: Vec<(&str, Req)> = vec![
+        ("GET /login", Req::get("/login")),
+        (
+            "form",
+            Req::post(
+                "/login",
+                "application/x-www-form-urlencoded",
+                "username=saltdev&password=saltdev&eauth=auto",
+            ),
         ),
-    )
-    .await;
-    same(
-        st,
-        "login YAML",
-        &Req::post(
-            "/login",
-            "application/x-yaml",
-            "username: saltdev\npassword: saltdev\neauth: auto\n",
+        (
+            "YAML",
+            Req::post(
+                "/login",
+                "application/x-yaml",
+                "username: saltdev\npassword: saltdev\neauth: auto\n",
+            ),
         ),
-    )
-    .await;
-    same(
-        st,
-        "login text/plain JSON (SaltGUI)",
-        &Req::post(
-            "/login",
-            "text/plain;charset=UTF-8",
-            r#"{"username": "saltdev", "password": "saltdev", "eauth": "auto"}"#,
+        (
+            "text/plain JSON (SaltGUI)",
+            Req::post(
+                "/login",
+                "text/plain;charset=UTF-8",
+                r#"{"username": "saltdev", "password": "saltdev", "eauth": "auto"}"#,
+            ),
         ),
-    )
-    .await;
-    same(
-        st,
-        "login list body",
-        &Req::post_json("/login", &json!([creds])),
-    )
-    .await;
-    same(
-        st,
-        "login YAML output",
-        &Req::post_json("/login", &creds).header("Accept", "application/x-yaml"),
-    )
-    .await;
-    same(
-        st,
-        "limited user perms",
-        &Req::post_json(
-            "/login",
-            &json!({"username": "limited", "password": "x", "eauth": "auto"}),
+        ("list body", login(json!([creds]))),
+        (
+            "YAML output",
+            login(creds.clone()).header("Accept", "application/x-yaml"),
         ),
-    )
-    .await;
-    same(
-        st,
-        "wrong password",
-        &Req::post_json(
-            "/login",
-            &json!({"username": "fileuser", "password": "wrong", "eauth": "file"}),
+        (
+            "limited user perms",
+            login(json!({"username": "limited", "password": "x", "eauth": "auto"})),
         ),
-    )
-    .await;
-    same(
-        st,
-        "right password, file eauth",
-        &Req::post_json(
-            "/login",
-            &json!({"username": "fileuser", "password": "filepass", "eauth": "file"}),
+        (
+            "wrong password",
+            login(json!({"username": "fileuser", "password": "wrong", "eauth": "file"})),
         ),
-    )
-    .await;
-    same(
-        st,
-        "unknown eauth",
-        &Req::post_json(
-            "/login",
-            &json!({"username": "saltdev", "password": "x", "eauth": "nope"}),
+        (
+            "right password, file eauth",
+            login(json!({"username": "fileuser", "password": "filepass", "eauth": "file"})),
         ),
-    )
-    .await;
-    same(
-        st,
-        "missing eauth",
-        &Req::post_json("/login", &json!({"username": "saltdev", "password": "x"})),
-    )
-    .await;
-    same(
-        st,
-        "missing password",
-        &Req::post_json("/login", &json!({"username": "saltdev", "eauth": "auto"})),
-    )
-    .await;
-    same(
-        st,
-        "empty body",
-        &Req::post("/login", "application/json", ""),
-    )
-    .await;
-    same(
-        st,
-        "broken JSON",
-        &Req::post("/login", "application/json", "{nope"),
-    )
-    .await;
-    same(
-        st,
-        "unsupported content type",
-        &Req::post("/login", "application/xml", "<a/>"),
-    )
-    .await;
+        (
+            "unknown eauth",
+            login(json!({"username": "saltdev", "password": "x", "eauth": "nope"})),
+        ),
+        (
+            "missing eauth",
+            login(json!({"username": "saltdev", "password": "x"})),
+        ),
+        (
+            "missing password",
+            login(json!({"username": "saltdev", "eauth": "auto"})),
+        ),
+        ("empty body", Req::post("/login", "application/json", "")),
+        (
+            "broken JSON",
+            Req::post("/login", "application/json", "{nope"),
+        ),
+        (
+            "unsupported content type",
+            Req::post("/login", "application/xml", "<a/>"),
+        ),
+    ];
+    for (what, req) in cases {
+        same(st, what, &req).await;
+    }
 }
 
 #[tokio::test]
@@ -188,28 +148,10 @@ async fn logout_revokes_the_session() {
         "/",
         &json!({"client": "local", "tgt": "m1", "fun": "test.ping"}),
     );
-    same2(
-        st,
-        "before logout",
-        &with_token(ping.clone(), &s.brine),
-        &with_token(ping.clone(), &s.cherry),
-    )
-    .await;
+    same_session(st, &s, "before logout", &ping).await;
     let out = Req::post_json("/logout", &json!({}));
-    same2(
-        st,
-        "logout",
-        &with_token(out.clone(), &s.brine),
-        &with_token(out.clone(), &s.cherry),
-    )
-    .await;
-    same2(
-        st,
-        "after logout",
-        &with_token(ping.clone(), &s.brine),
-        &with_token(ping, &s.cherry),
-    )
-    .await;
+    same_session(st, &s, "logout", &out).await;
+    same_session(st, &s, "after logout", &ping).await;
     same(st, "logout without session", &out).await;
 }
 
@@ -273,13 +215,7 @@ async fn clients_through_root_with_session_token() {
     let s = sessions(st).await;
     for (what, chunk) in six_clients() {
         let req = Req::post_json("/", &chunk);
-        same2(
-            st,
-            what,
-            &with_token(req.clone(), &s.brine),
-            &with_token(req, &s.cherry),
-        )
-        .await;
+        same_session(st, &s, what, &req).await;
     }
 }
 
@@ -313,13 +249,7 @@ async fn token_by_header_cookie_and_chunk() {
     let s = sessions(st).await;
     let chunk = json!({"client": "local", "tgt": "m1", "fun": "test.ping"});
     let req = Req::post_json("/", &chunk);
-    same2(
-        st,
-        "header",
-        &with_token(req.clone(), &s.brine),
-        &with_token(req.clone(), &s.cherry),
-    )
-    .await;
+    same_session(st, &s, "header", &req).await;
     same2(
         st,
         "cookie",
@@ -422,13 +352,7 @@ async fn lowstate_shapes_and_input_formats() {
         ("unknown runner", Req::post_json("/", &json!({"client": "runner", "fun": "nosuch.fun"}))),
     ];
     for (what, req) in cases {
-        same2(
-            st,
-            what,
-            &with_token(req.clone(), &s.brine),
-            &with_token(req, &s.cherry),
-        )
-        .await;
+        same_session(st, &s, what, &req).await;
     }
 }
 

@@ -58,13 +58,7 @@ async fn a_stopped_minion_did_not_return() {
         ),
     ] {
         let req = Req::post_json("/", &chunk);
-        let (b, _) = same2(
-            st,
-            what,
-            &req.clone().header("X-Auth-Token", &s.brine),
-            &req.header("X-Auth-Token", &s.cherry),
-        )
-        .await;
+        let (b, _) = same_session(st, &s, what, &req).await;
         let ret = &b.json()["return"][0];
         assert_eq!(
             ret["m1"],

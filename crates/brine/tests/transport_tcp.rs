@@ -35,13 +35,7 @@ async fn tcp_transport_and_tcp_event_bus() {
         ("wheel", json!({"client": "wheel", "fun": "key.list_all"})),
     ] {
         let req = Req::post_json("/", &chunk);
-        let (b, _) = same2(
-            st,
-            what,
-            &req.clone().header("X-Auth-Token", &s.brine),
-            &req.header("X-Auth-Token", &s.cherry),
-        )
-        .await;
+        let (b, _) = same_session(st, &s, what, &req).await;
         assert_eq!(b.status, 200, "{what}: {}", b.text());
     }
     let r = send(

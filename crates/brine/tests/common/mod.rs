@@ -528,16 +528,19 @@ pub async fn both(st: &Stack, req: &Req) -> (Resp, Resp) {
 
 /// Asserts that both servers answer `req` the same way (after normalization).
 pub async fn same(st: &Stack, what: &str, req: &Req) -> (Resp, Resp) {
-    let (b, c) = both(st, req).await;
-    let (sb, sc) = (shape(&b), shape(&c));
-    assert_eq!(
-        sb,
-        sc,
-        "{what}: Brine (left) and rest_cherrypy (right) differ\nbrine body: {}\ncherry body: {}",
-        b.text(),
-        c.text()
-    );
-    (b, c)
+    same2(st, what, req, req).await
+}
+
+/// Asserts that both servers answer `req` the same way when it carries each server's own
+/// session token.
+pub async fn same_session(st: &Stack, s: &Sessions, what: &str, req: &Req) -> (Resp, Resp) {
+    same2(
+        st,
+        what,
+        &req.clone().header("X-Auth-Token", &s.brine),
+        &req.clone().header("X-Auth-Token", &s.cherry),
+    )
+    .await
 }
 
 /// Asserts that Brine answers `req_b` as rest_cherrypy answers `req_c` (the same request
