@@ -39,8 +39,9 @@ pub struct RestSettings {
 /// Brine-only settings (`brine:` block).
 #[derive(Clone, Debug)]
 pub struct BrineSettings {
-    /// Request-channel connections at most (default: the master's `worker_threads`, at least
-    /// 2, at most 16: more connections than workers only queue inside the master).
+    /// Request-channel connections at most (default: one less than the master's
+    /// `worker_threads`, so minions' own requests always find a free worker; at least 1, at
+    /// most 16: more connections than workers only queue inside the master).
     pub pool_size: usize,
     /// Requests that may wait for a connection before Brine answers 503.
     pub pool_queue: usize,
@@ -141,7 +142,7 @@ impl Settings {
             }
         };
         let b = Reader::block(cfg, "brine")?;
-        let default_pool = master.worker_threads.clamp(2, 16);
+        let default_pool = master.worker_threads.saturating_sub(1).clamp(1, 16);
         let brine = match b {
             Some(b) => BrineSettings {
                 pool_size: b.integer("pool_size", default_pool, 1, 1024)? as usize,
@@ -277,7 +278,7 @@ mod tests {
         assert_eq!(s.rest.port, 8000);
         assert_eq!(s.rest.root_prefix, "/api");
         assert_eq!(s.rest.max_body, 100 * 1024 * 1024);
-        assert_eq!(s.brine.pool_size, 5);
+        assert_eq!(s.brine.pool_size, 4);
     }
 
     #[test]
