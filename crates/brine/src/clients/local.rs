@@ -2,24 +2,20 @@
 //! gather the returns with Salt's own rules so results equal the `salt` CLI's and
 //! rest_cherrypy's (`LocalClient.cmd` → `get_iter_returns`, spec §3).
 //!
-//! Gathering, as Salt does it:
-//! 1. Brine makes the jid and registers with the event hub **before** publishing.
-//! 2. Returns (`salt/job/<jid>/ret/<id>` with a `return`) are taken first-wins per id; events
-//!    carrying `minions` (the `new` event, syndics) add expected ids.
-//! 3. When `timeout` has passed and minions are still expected, one `saltutil.find_job` probe
-//!    goes to all pending minions at once (with the caller's credentials); a minion that still
-//!    runs the job gets another `timeout`, and the next probe follows after
-//!    `gather_job_timeout`. One probe per round per job: probes never multiply with minions.
-//! 4. Minions that never answered get Salt's "Minion did not return" text (`[Not connected]`
-//!    when the master's `minions.connected` does not list them, else `[No response]`), and ids
-//!    the publish named but that produced nothing at all are `false`.
+//! Brine makes the jid and registers with the event hub **before** publishing, then drives
+//! Salt's gathering rules ([`super::gather`]): one `saltutil.find_job` probe per round goes to
+//! all pending minions at once, with the caller's credentials, so probes never multiply with
+//! minions. Minions that never answered get Salt's "Minion did not return" text
+//! (`[Not connected]` when the master's `minions.connected` does not list them, else
+//! `[No response]`), and ids the publish named but that produced nothing at all are `false`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
+use super::gather::{Gather, Gathered, Step, Timing};
 use crate::app::App;
 use crate::http::error::ApiError;
 use crate::hub::{HubMsg, JidWatch};
@@ -271,125 +267,36 @@ pub async fn local(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiErr
     Ok(Value::Object(out))
 }
 
-struct Gathered {
-    /// Returns in arrival order: id → `{"ret", ["out"], ["retcode"], ["jid"]}`.
-    returns: Vec<(String, Value)>,
-    /// Expected ids (and named-but-missing ids) that never returned, in order.
-    failed: Vec<String>,
-}
-
-/// Salt's `get_iter_returns` (see the module notes).
+/// Drives Salt's gathering rules ([`Gather`]) with the job's events and probes.
 async fn gather(
     app: &App,
     call: &LocalCall,
     jid: &str,
-    initial: &[String],
-    initial_missing: Vec<String>,
+    minions: &[String],
+    missing: Vec<String>,
     mut watch: JidWatch,
 ) -> Gathered {
     let opts = &app.settings.master;
-    let ret_prefix = format!("salt/job/{jid}/ret/");
-    let mut expected: Vec<String> = initial.to_vec();
-    let mut expected_set: HashSet<String> = expected.iter().cloned().collect();
-    let mut missing: Vec<String> = initial_missing;
-    let mut found: HashSet<String> = HashSet::new();
-    let mut returns: Vec<(String, Value)> = Vec::new();
-    let mut minion_deadline: HashMap<String, Instant> = HashMap::new();
-    let mut timeout_at = Instant::now() + call.timeout;
-    let syndic_until = Instant::now() + opts.syndic_wait;
-    let mut running = true;
-    let mut probe: Option<JidWatch> = None;
-    let add = |id: String, expected: &mut Vec<String>, set: &mut HashSet<String>| {
-        if set.insert(id.clone()) {
-            expected.push(id);
-        }
+    let timing = Timing {
+        timeout: call.timeout,
+        gather_job_timeout: call.gather_job_timeout,
+        order_masters: opts.order_masters,
+        syndic_wait: opts.syndic_wait,
     };
-
+    let mut g = Gather::new(jid, minions, missing, timing, Instant::now());
+    let mut probe: Option<JidWatch> = None;
     loop {
-        let now = Instant::now();
-        let all_in = expected_set.iter().all(|m| found.contains(m));
-        if all_in && (!opts.order_masters || (!expected_set.is_empty() && now > syndic_until)) {
-            break;
-        }
-        for id in expected.iter().filter(|m| !found.contains(*m)) {
-            minion_deadline
-                .entry(id.clone())
-                .or_insert(now + call.timeout);
-        }
-        if now > timeout_at && running {
-            let pending: Vec<String> = expected
-                .iter()
-                .filter(|m| !found.contains(*m))
-                .cloned()
-                .collect();
-            probe = if pending.is_empty() {
-                None
-            } else {
-                find_job(app, call, jid, pending).await
-            };
-            running = false;
-            timeout_at = Instant::now() + call.gather_job_timeout;
-            if opts.order_masters {
-                timeout_at += opts.syndic_wait;
+        let wake = match g.step(Instant::now()) {
+            Step::Done => break,
+            Step::Probe(pending) => {
+                probe = find_job(app, call, jid, pending).await;
+                continue;
             }
-        }
-        let now = Instant::now();
-        if now > timeout_at && !running {
-            let waiting = expected
-                .iter()
-                .filter(|m| !found.contains(*m))
-                .any(|m| minion_deadline.get(m).is_some_and(|d| now < *d));
-            if !waiting {
-                break;
-            }
-        }
-        // Sleep until the next deadline that can change the state, or an event.
-        let mut wake = timeout_at;
-        for (id, d) in &minion_deadline {
-            if !found.contains(id) && *d > now && *d < wake {
-                wake = *d;
-            }
-        }
-        let wake = wake.max(now + Duration::from_millis(5));
+            Step::Wait(at) => at,
+        };
         tokio::select! {
             msg = watch.recv() => match msg {
-                Some(HubMsg::Event(ev)) => {
-                    let data = &ev.data;
-                    if let Some(ms) = data.get("minions").and_then(Value::as_array) {
-                        for m in ms.iter().filter_map(Value::as_str) {
-                            add(m.to_owned(), &mut expected, &mut expected_set);
-                        }
-                        if let Some(miss) = data.get("missing").and_then(Value::as_array) {
-                            for m in miss.iter().filter_map(Value::as_str) {
-                                if !missing.iter().any(|x| x == m) {
-                                    missing.push(m.to_owned());
-                                }
-                            }
-                        }
-                        continue;
-                    }
-                    if !ev.tag.starts_with(&ret_prefix) {
-                        continue;
-                    }
-                    let Some(ret) = data.get("return") else { continue };
-                    let id = data
-                        .get("resource_id")
-                        .or_else(|| data.get("id"))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned);
-                    let Some(id) = id else { continue };
-                    if !found.insert(id.clone()) {
-                        continue;
-                    }
-                    let mut r = Map::new();
-                    r.insert("ret".into(), ret.clone());
-                    for k in ["out", "retcode", "jid"] {
-                        if let Some(v) = data.get(k) {
-                            r.insert(k.into(), v.clone());
-                        }
-                    }
-                    returns.push((id, Value::Object(r)));
-                }
+                Some(HubMsg::Event(ev)) => g.on_event(&ev),
                 Some(HubMsg::Gap) => {
                     tracing::warn!(jid, "event bus gap while gathering returns; some may be reported as missing");
                 }
@@ -400,52 +307,15 @@ async fn gather(
                     Some(p) => p.recv().await,
                     None => std::future::pending().await,
                 }
-            } => {
-                if msg.is_none() {
-                    probe = None;
-                }
-                if let Some(HubMsg::Event(ev)) = msg {
-                    let data = &ev.data;
-                    let id = data.get("id").and_then(Value::as_str).map(str::to_owned);
-                    if let (Some(rc), Some(id)) = (data.get("retcode").and_then(Value::as_i64), id.as_ref()) {
-                        if rc > 0 {
-                            expected_set.remove(id);
-                            expected.retain(|m| m != id);
-                            continue;
-                        }
-                    }
-                    if let Some(ms) = data.get("minions").and_then(Value::as_array) {
-                        for m in ms.iter().filter_map(Value::as_str) {
-                            add(m.to_owned(), &mut expected, &mut expected_set);
-                        }
-                        continue;
-                    }
-                    let Some(r) = data.get("return") else { continue };
-                    let still_running = match r {
-                        Value::Object(m) if m.is_empty() => false,
-                        Value::Object(m) => !matches!(m.get("return"), Some(Value::Object(x)) if x.is_empty()),
-                        _ => false,
-                    };
-                    if let (true, Some(id)) = (still_running, id) {
-                        add(id.clone(), &mut expected, &mut expected_set);
-                        minion_deadline.insert(id, Instant::now() + call.timeout);
-                        running = true;
-                    }
-                }
+            } => match msg {
+                Some(HubMsg::Event(ev)) => g.on_probe_event(&ev, Instant::now()),
+                Some(HubMsg::Gap) => {}
+                None => probe = None,
             },
             _ = tokio::time::sleep_until(wake) => {}
         }
     }
-    let mut failed: Vec<String> = expected
-        .into_iter()
-        .filter(|m| !found.contains(m))
-        .collect();
-    for m in missing {
-        if !found.contains(&m) && !failed.contains(&m) {
-            failed.push(m);
-        }
-    }
-    Gathered { returns, failed }
+    g.finish()
 }
 
 /// Publishes one `saltutil.find_job` probe to `pending` and returns the watch on its jid.

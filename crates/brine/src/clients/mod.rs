@@ -3,6 +3,7 @@
 //! chunk into the clear commands Salt's own Python client would send, with the caller's token
 //! or eauth credentials, and shapes the result as rest_cherrypy returns it.
 
+pub mod gather;
 pub mod local;
 pub mod runner;
 pub mod wheel;

@@ -136,6 +136,9 @@ fn start(opts: StackOpts) -> Stack {
         brine_child: Mutex::new(None),
     };
     stack.start_brine();
+    if opts.reference {
+        stack.warm_up_reference();
+    }
     eprintln!(
         "test stack ready in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -195,6 +198,36 @@ impl Stack {
         panic!(
             "brine did not start; see {}",
             self.root.join("logs/brine.out").display()
+        );
+    }
+
+    /// rest_cherrypy sometimes fails the very first logins when several arrive at once (its
+    /// lazy setup races; observed as a 500). One login before the tests start avoids that.
+    fn warm_up_reference(&self) {
+        let body = serde_json::to_vec(&self.creds()).unwrap_or_default();
+        let addr = self.cherry.trim_start_matches("http://").to_owned();
+        for _ in 0..5 {
+            let req = format!(
+                "POST /login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+                 Accept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let ok = std::net::TcpStream::connect(&addr).ok().and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(req.as_bytes()).ok()?;
+                s.write_all(&body).ok()?;
+                let mut out = String::new();
+                s.read_to_string(&mut out).ok()?;
+                Some(out.starts_with("HTTP/1.1 200"))
+            });
+            if ok == Some(true) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!(
+            "the reference salt-api does not log in; see {}",
+            self.root.join("logs").display()
         );
     }
 
