@@ -9,6 +9,7 @@ use crate::hub::Hub;
 use crate::master::Master;
 use crate::master::MASTER_DOWN;
 use crate::settings::Settings;
+use crate::stats::Stats;
 
 /// Shared state (see the module notes).
 pub struct App {
@@ -20,6 +21,8 @@ pub struct App {
     pub hub: Hub,
     /// Token checks and revocations.
     pub auth: Auth,
+    /// Counters about this process.
+    pub stats: Stats,
     /// A weak handle on this `App`, for work that outlives a request (background calls).
     pub me: std::sync::Weak<App>,
 }

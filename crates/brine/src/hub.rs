@@ -11,8 +11,8 @@
 //! * Runner jids are chosen by the master and only known after its reply, by which time a
 //!   fast runner may already have returned; the hub keeps the last [`RECENT`] `salt/run/…`
 //!   events and replays those of a jid when a waiter registers for it.
-//! * Every event also goes to a `broadcast` channel (bounded; lagging receivers are told how
-//!   many events they lost) for streams and for the token-revocation listener.
+//! * Every event also goes to the stream feed ([`crate::feed`]): numbered, kept in a replay
+//!   ring, broadcast to streams and to the token-revocation listener.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +22,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use salt_wire::event::{BusAddr, Event, Subscription};
 use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::feed::{Feed, StreamEvent};
 
 /// Runner events remembered for late registrations.
 pub const RECENT: usize = 2048;
@@ -47,7 +49,7 @@ struct Inner {
     waiters: Mutex<HashMap<String, Vec<Arc<Waiter>>>>,
     recent: Mutex<VecDeque<(String, Arc<Event>)>>,
     next_id: AtomicU64,
-    broadcast: broadcast::Sender<Arc<Event>>,
+    feed: Feed,
     connected: watch::Sender<bool>,
 }
 
@@ -95,16 +97,16 @@ pub fn tag_jid(tag: &str) -> Option<&str> {
 }
 
 impl Hub {
-    /// A hub that is not connected yet; [`Hub::run`] connects it.
-    pub fn new(broadcast_capacity: usize) -> Hub {
-        let (broadcast, _) = broadcast::channel(broadcast_capacity.max(16));
+    /// A hub that is not connected yet ([`Hub::run`] connects it), whose stream feed keeps
+    /// `ring` events for resumption and buffers `channel` events for slow streams.
+    pub fn new(ring: usize, channel: usize) -> Hub {
         let (connected, _) = watch::channel(false);
         Hub {
             inner: Arc::new(Inner {
                 waiters: Mutex::new(HashMap::new()),
                 recent: Mutex::new(VecDeque::with_capacity(RECENT)),
                 next_id: AtomicU64::new(1),
-                broadcast,
+                feed: Feed::new(ring, channel),
                 connected,
             }),
         }
@@ -140,8 +142,13 @@ impl Hub {
     }
 
     /// A receiver of every event from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.inner.broadcast.subscribe()
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StreamEvent>> {
+        self.inner.feed.subscribe()
+    }
+
+    /// The stream feed.
+    pub fn feed(&self) -> &Feed {
+        &self.inner.feed
     }
 
     /// Whether the bus subscription is up right now.
@@ -178,8 +185,7 @@ impl Hub {
                 }
             }
         }
-        // No receivers is fine; lagging receivers learn it from their next recv.
-        let _ = self.inner.broadcast.send(event);
+        self.inner.feed.publish(event);
     }
 
     fn notify_gap(&self) {
@@ -258,7 +264,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiters_get_only_their_jid_and_deregister_on_drop() {
-        let hub = Hub::new(16);
+        let hub = Hub::new(16, 16);
         let mut a = hub.watch("1");
         let mut b = hub.watch("2");
         hub.dispatch(ev("salt/job/1/ret/m1"));
@@ -278,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn runner_events_before_registration_are_replayed() {
-        let hub = Hub::new(16);
+        let hub = Hub::new(16, 16);
         hub.dispatch(ev("salt/run/9/new"));
         hub.dispatch(ev("salt/run/9/ret"));
         let mut w = hub.watch("9");
@@ -288,7 +294,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_waiter_never_blocks_dispatch() {
-        let hub = Hub::new(16);
+        let hub = Hub::new(16, 16);
         let mut w = hub.watch("5");
         for _ in 0..(WAITER_QUEUE + 100) {
             hub.dispatch(ev("salt/job/5/ret/m"));

@@ -8,12 +8,16 @@ mod app;
 mod auth;
 mod cli;
 mod clients;
+mod feed;
+mod formatted;
 mod http;
 mod hub;
 mod jid;
 mod lowstate;
 mod master;
 mod settings;
+mod stats;
+mod streams;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -164,12 +168,13 @@ async fn run(settings: Settings) -> ExitCode {
         settings.brine.pool_queue,
         settings.brine.connect_timeout,
     ));
-    let hub = Hub::new(4096);
+    let hub = Hub::new(settings.brine.event_ring, settings.brine.stream_buffer);
     let bus = opts.bus_pub();
     let app = Arc::new_cyclic(|me| App {
         master: Master::new(pool, opts.clone()),
         hub: hub.clone(),
         auth: Auth::new(settings.brine.token_cache),
+        stats: Default::default(),
         settings: settings.clone(),
         me: me.clone(),
     });
@@ -181,7 +186,7 @@ async fn run(settings: Settings) -> ExitCode {
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
-                    Ok(ev) => app.auth.on_event(&ev.tag, &ev.data),
+                    Ok(ev) => app.auth.on_event(&ev.event.tag, &ev.event.data),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "revocation listener fell behind the bus");
                     }

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use salt_wire::config::{ConfigError, MasterConfig, MasterOptions, Reader};
 
+use crate::http::routes::RouteConfig;
+
 /// The `rest_cherrypy:` settings Brine honours.
 #[derive(Clone, Debug)]
 pub struct RestSettings {
@@ -29,11 +31,11 @@ pub struct RestSettings {
     pub ssl_chain: Option<PathBuf>,
     /// `max_request_body_size` when set; otherwise 100 MiB (what rest_cherrypy really allows).
     pub max_body: usize,
-    /// `root_prefix` (default `/`), without a trailing slash.
-    pub root_prefix: String,
-    /// `enable_sessions` (default true): `false` removes `/login`, `/logout`, `/minions`,
-    /// `/jobs`.
-    pub enable_sessions: bool,
+    /// The URL map: `root_prefix` (default `/`), `enable_sessions` (default true: `false`
+    /// removes `/login`, `/logout`, `/minions`, `/jobs`), `webhook_url` (default `/hook`).
+    pub routes: RouteConfig,
+    /// `webhook_disable_auth`: no auth on the hook URL.
+    pub webhook_disable_auth: bool,
 }
 
 /// Brine-only settings (`brine:` block).
@@ -51,6 +53,14 @@ pub struct BrineSettings {
     pub token_cache: usize,
     /// Deepest nesting accepted in request bodies.
     pub body_max_depth: usize,
+    /// Events kept for streams that resume with `Last-Event-ID`.
+    pub event_ring: usize,
+    /// Events a stream may fall behind the bus before Brine disconnects it.
+    pub stream_buffer: usize,
+    /// Accept `/events?token=` (and `salt_token=`) as Salt releases before 3008.3 did (D5).
+    pub events_query_token: bool,
+    /// Replace `X-Auth-Token` and `Cookie` in hook events with `<redacted>` (D4).
+    pub hook_redact_auth_headers: bool,
 }
 
 /// Everything Brine needs, read once at startup.
@@ -94,8 +104,6 @@ const PENDING_REST_KEYS: &[&str] = &[
     "app",
     "app_path",
     "favicon",
-    "webhook_disable_auth",
-    "webhook_url",
     "log_access_file",
     "log_error_file",
     "api_acl",
@@ -136,8 +144,12 @@ impl Settings {
                     ssl_key: None,
                     ssl_chain: None,
                     max_body: 100 * 1024 * 1024,
-                    root_prefix: String::new(),
-                    enable_sessions: true,
+                    routes: RouteConfig {
+                        root_prefix: String::new(),
+                        enable_sessions: true,
+                        webhook: "hook".into(),
+                    },
+                    webhook_disable_auth: false,
                 }
             }
         };
@@ -150,6 +162,10 @@ impl Settings {
                 connect_timeout: b.seconds("connect_timeout", 3.0)?,
                 token_cache: b.integer("token_cache", 10_000, 1, 10_000_000)? as usize,
                 body_max_depth: b.integer("body_max_depth", 64, 4, 1024)? as usize,
+                event_ring: b.integer("event_ring", 10_000, 0, 10_000_000)? as usize,
+                stream_buffer: b.integer("stream_buffer", 4096, 16, 1_000_000)? as usize,
+                events_query_token: b.boolean("events_query_token", false)?,
+                hook_redact_auth_headers: b.boolean("hook_redact_auth_headers", true)?,
             },
             None => BrineSettings {
                 pool_size: default_pool as usize,
@@ -157,6 +173,10 @@ impl Settings {
                 connect_timeout: Duration::from_secs(3),
                 token_cache: 10_000,
                 body_max_depth: 64,
+                event_ring: 10_000,
+                stream_buffer: 4096,
+                events_query_token: false,
+                hook_redact_auth_headers: true,
             },
         };
         Ok(Settings {
@@ -246,8 +266,16 @@ fn read_rest(
         ssl_key,
         ssl_chain: path("ssl_chain")?,
         max_body,
-        root_prefix,
-        enable_sessions: r.boolean("enable_sessions", true)?,
+        routes: RouteConfig {
+            root_prefix,
+            enable_sessions: r.boolean("enable_sessions", true)?,
+            webhook: r
+                .string("webhook_url")?
+                .unwrap_or_else(|| "/hook".into())
+                .trim_matches('/')
+                .to_owned(),
+        },
+        webhook_disable_auth: r.boolean("webhook_disable_auth", false)?,
     })
 }
 
@@ -276,7 +304,7 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert_eq!(s.rest.port, 8000);
-        assert_eq!(s.rest.root_prefix, "/api");
+        assert_eq!(s.rest.routes.root_prefix, "/api");
         assert_eq!(s.rest.max_body, 100 * 1024 * 1024);
         assert_eq!(s.brine.pool_size, 4);
     }

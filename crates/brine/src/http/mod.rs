@@ -15,9 +15,12 @@ pub mod negotiate;
 pub mod routes;
 pub mod session;
 
+mod events;
+mod hook;
 mod index;
 mod login;
 pub mod server;
+mod ws;
 
 pub use server::serve;
 
@@ -58,6 +61,10 @@ pub struct Req {
     pub query: Option<String>,
     /// The body, not read yet.
     pub body: Body,
+    /// The socket peer.
+    pub peer: SocketAddr,
+    /// Request extensions (the connection's kill switch, the WebSocket upgrade).
+    pub extensions: axum::http::Extensions,
 }
 
 impl Req {
@@ -80,6 +87,29 @@ impl Req {
 
     /// Reads and parses the body (`Ok(None)`: no body).
     pub async fn parse_body(&mut self, app: &crate::app::App) -> Result<Option<Value>, ApiError> {
+        let bytes = self.read_body(app).await?;
+        self.parse_bytes(app, &bytes)
+    }
+
+    /// Parses body bytes read with [`Req::read_body`] by this request's `Content-Type`.
+    pub fn parse_bytes(
+        &self,
+        app: &crate::app::App,
+        bytes: &[u8],
+    ) -> Result<Option<Value>, ApiError> {
+        let ct = self
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let limits = body::BodyLimits {
+            max_depth: app.settings.brine.body_max_depth,
+            ..body::BodyLimits::default()
+        };
+        body::parse(ct, bytes, limits)
+    }
+
+    /// Reads the raw body, within `max_request_body_size` (413 beyond it).
+    pub async fn read_body(&mut self, app: &crate::app::App) -> Result<bytes::Bytes, ApiError> {
         let limit = app.settings.rest.max_body;
         if let Some(len) = self
             .headers
@@ -106,15 +136,14 @@ impl Req {
                 ))
             }
         };
-        let ct = self
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        let limits = body::BodyLimits {
-            max_depth: app.settings.brine.body_max_depth,
-            ..body::BodyLimits::default()
-        };
-        body::parse(ct, &bytes, limits)
+        Ok(bytes)
+    }
+
+    /// The kill switch of the request's connection.
+    pub fn kill(&self) -> Option<tokio_util::sync::CancellationToken> {
+        self.extensions
+            .get::<server::ConnKill>()
+            .map(|k| k.0.clone())
     }
 }
 
@@ -145,6 +174,8 @@ pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Res
         headers: parts.headers,
         query: parts.uri.query().map(str::to_owned),
         body,
+        peer,
+        extensions: parts.extensions,
     };
     let mut ctx = Ctx::default();
     // Errors are rendered in the negotiated format when there is one.
@@ -179,11 +210,7 @@ async fn route(
     path: &str,
     preflight_method: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let endpoint = routes::resolve(
-        path,
-        &app.settings.rest.root_prefix,
-        app.settings.rest.enable_sessions,
-    );
+    let endpoint = app.settings.rest.routes.resolve(path);
     if req.method == Method::OPTIONS {
         // Decision D2: the reference answers 500 after setting these; Brine answers 200.
         let mut resp = Response::new(Body::empty());
@@ -214,7 +241,10 @@ async fn route(
         return Err(ApiError::MethodNotAllowed);
     }
     let get = req.method == Method::GET || req.method == Method::HEAD;
-    if extra || (get && req.query.as_deref().is_some_and(|q| !q.is_empty())) {
+    let query = req.query.as_deref().is_some_and(|q| !q.is_empty());
+    // `/events` answers query parameters with its own 400; `/ws` reads `format_events`.
+    let own_query = matches!(endpoint, Endpoint::Events | Endpoint::Ws(_));
+    if extra || (get && query && !own_query) {
         // CherryPy finds no handler signature for these when it calls the handler, which is
         // after the auth gate of session endpoints.
         if !get && matches!(endpoint, Endpoint::Index | Endpoint::Logout) {
@@ -230,6 +260,11 @@ async fn route(
         (Endpoint::Login, false) => login::login(app, req, ctx).await,
         (Endpoint::Logout, _) => login::logout(app, req, ctx).await,
         (Endpoint::Token, false) => login::token(app, req).await,
+        (Endpoint::Events, _) => events::events(app, req, ctx).await,
+        (Endpoint::Hook(path), _) => hook::hook(app, req, ctx, &path).await,
+        (e @ (Endpoint::Ws(_) | Endpoint::AllEvents(_) | Endpoint::FormattedEvents(_)), _) => {
+            ws::ws(app, req, ctx, &e).await
+        }
     }
 }
 

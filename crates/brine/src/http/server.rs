@@ -12,11 +12,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::SharedApp;
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The kill switch of the connection a request arrived on (a request extension).
+#[derive(Clone)]
+pub struct ConnKill(pub CancellationToken);
 
 /// Loads the TLS configuration from `ssl_crt` (+ `ssl_chain`) and `ssl_key`.
 pub fn tls_acceptor(
@@ -82,51 +88,51 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Each connection gets a kill switch: streams use it to drop a client that stopped
+        // reading (hyper would otherwise keep a stalled connection open).
+        let kill = CancellationToken::new();
         let app = app.clone();
+        let conn_kill = kill.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let app = app.clone();
+            let kill = conn_kill.clone();
             async move {
-                let req = req.map(Body::new);
+                let mut req = req.map(Body::new);
+                req.extensions_mut().insert(ConnKill(kill));
                 Ok::<_, std::convert::Infallible>(super::handle(app, req, peer).await)
             }
         });
         let builder = builder.clone();
-        match &tls {
-            None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+        let acceptor = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let io = match acceptor {
+                None => Either::Left(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => Either::Right(s),
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %peer, "TLS handshake timed out");
+                            return;
+                        }
                     }
-                });
+                }
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            let conn = watcher.watch(conn.into_owned());
+            tokio::select! {
+                done = conn => if let Err(e) = done {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                },
+                _ = kill.cancelled() => {
+                    tracing::debug!(peer = %peer, "connection dropped by Brine");
+                }
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let tls_stream =
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(peer = %peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-        }
+        });
     }
     drop(listener);
     tokio::select! {

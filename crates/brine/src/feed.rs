@@ -1,0 +1,278 @@
+//! The stream feed: every bus event, numbered, encoded for clients once, kept in a bounded
+//! replay ring, and broadcast to every open stream (`/events`, `/ws`, tornado's sockets).
+//!
+//! * Numbering: ids start at the process start time in microseconds and grow by one per event,
+//!   so an id from an earlier Brine process is always older than anything in the ring, and a
+//!   client resuming with it is told that events were lost instead of silently skipping some.
+//! * Encodings (`{"data", "tag"}` JSON and the SSE frame) are made on first use and shared by
+//!   every stream: 10 000 streams cost one serialisation per event, not 10 000.
+//! * The broadcast channel is bounded; a stream that falls behind it is told how far (and is
+//!   disconnected by its owner). Memory does not grow with slow clients: the channel holds each
+//!   event once, whatever the number of receivers.
+//! * Replay and subscription happen under the ring's lock, which publishing also takes, so a
+//!   resuming client gets exactly the events after its `Last-Event-ID`, each once.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use salt_wire::event::Event;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::http::negotiate::to_python_json;
+
+/// One numbered event with its client encodings.
+#[derive(Debug)]
+pub struct StreamEvent {
+    /// Sequence number (the SSE `id`).
+    pub id: u64,
+    /// The bus event.
+    pub event: Arc<Event>,
+    json: OnceLock<Bytes>,
+    sse: OnceLock<Bytes>,
+    ws_json: OnceLock<Utf8Bytes>,
+    ws_data: OnceLock<Utf8Bytes>,
+}
+
+impl StreamEvent {
+    /// A numbered event.
+    pub fn new(id: u64, event: Arc<Event>) -> StreamEvent {
+        StreamEvent {
+            id,
+            event,
+            json: OnceLock::new(),
+            sse: OnceLock::new(),
+            ws_json: OnceLock::new(),
+            ws_data: OnceLock::new(),
+        }
+    }
+
+    /// `{"data": <data>, "tag": <tag>}` as salt-api writes it.
+    pub fn json(&self) -> &Bytes {
+        self.json.get_or_init(|| {
+            Bytes::from(to_python_json(
+                &json!({"data": self.event.data, "tag": self.event.tag}),
+            ))
+        })
+    }
+
+    /// The SSE frame: `id:`, rest_cherrypy's `tag:` and `data:` lines, a blank line. Line
+    /// breaks in a tag (events are untrusted) are escaped so they cannot end the frame.
+    pub fn sse(&self) -> &Bytes {
+        self.sse.get_or_init(|| {
+            let tag = self.event.tag.replace('\r', "\\r").replace('\n', "\\n");
+            let json = self.json();
+            let mut out = Vec::with_capacity(json.len() + tag.len() + 40);
+            out.extend_from_slice(format!("id: {}\ntag: {tag}\ndata: ", self.id).as_bytes());
+            out.extend_from_slice(json);
+            out.extend_from_slice(b"\n\n");
+            Bytes::from(out)
+        })
+    }
+}
+
+impl StreamEvent {
+    /// The JSON as a WebSocket text message (rest_tornado's `/all_events` frame).
+    pub fn ws_json(&self) -> &Utf8Bytes {
+        self.ws_json
+            .get_or_init(|| Utf8Bytes::from(String::from_utf8_lossy(self.json()).into_owned()))
+    }
+
+    /// `data: <json>` and a blank line as a WebSocket text message (rest_cherrypy's `/ws`).
+    pub fn ws_data(&self) -> &Utf8Bytes {
+        self.ws_data.get_or_init(|| {
+            Utf8Bytes::from(format!(
+                "data: {}\n\n",
+                String::from_utf8_lossy(self.json())
+            ))
+        })
+    }
+}
+
+/// What a (re)connecting stream starts with.
+pub struct Resume {
+    /// Events after the client's last id, oldest first.
+    pub replay: Vec<Arc<StreamEvent>>,
+    /// `Some((last_seen, oldest_kept))` when events between them are no longer available.
+    pub lost: Option<(u64, u64)>,
+    /// Everything from now on.
+    pub rx: broadcast::Receiver<Arc<StreamEvent>>,
+}
+
+/// The feed (see the module notes).
+pub struct Feed {
+    ring: Mutex<Ring>,
+    tx: broadcast::Sender<Arc<StreamEvent>>,
+}
+
+struct Ring {
+    events: VecDeque<Arc<StreamEvent>>,
+    capacity: usize,
+    next_id: u64,
+}
+
+/// The first id of this process.
+fn first_id() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1)
+}
+
+impl Feed {
+    /// A feed keeping the last `ring` events for resumption, with a broadcast channel of
+    /// `channel` events.
+    pub fn new(ring: usize, channel: usize) -> Feed {
+        let (tx, _) = broadcast::channel(channel.max(16));
+        Feed {
+            ring: Mutex::new(Ring {
+                events: VecDeque::with_capacity(ring.min(1 << 16)),
+                capacity: ring,
+                next_id: first_id(),
+            }),
+            tx,
+        }
+    }
+
+    /// Numbers an event, keeps it for resumption and hands it to every stream.
+    pub fn publish(&self, event: Arc<Event>) {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let ev = Arc::new(StreamEvent::new(ring.next_id, event));
+        ring.next_id += 1;
+        if ring.capacity > 0 {
+            if ring.events.len() >= ring.capacity {
+                ring.events.pop_front();
+            }
+            ring.events.push_back(ev.clone());
+        }
+        // No receivers is fine.
+        let _ = self.tx.send(ev);
+    }
+
+    /// A receiver of every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StreamEvent>> {
+        self.tx.subscribe()
+    }
+
+    /// Subscribes, replaying what came after `last_id` if the ring still has it.
+    pub fn resume(&self, last_id: Option<u64>) -> Resume {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = self.tx.subscribe();
+        let Some(last) = last_id else {
+            return Resume {
+                replay: Vec::new(),
+                lost: None,
+                rx,
+            };
+        };
+        let oldest = ring.events.front().map(|e| e.id).unwrap_or(ring.next_id);
+        let lost = (last + 1 < oldest && last + 1 < ring.next_id).then_some((last, oldest));
+        let replay = ring
+            .events
+            .iter()
+            .filter(|e| e.id > last)
+            .cloned()
+            .collect();
+        Resume { replay, lost, rx }
+    }
+
+    /// The id the next event will get.
+    #[cfg(test)]
+    pub fn next_id(&self) -> u64 {
+        self.ring.lock().unwrap_or_else(|p| p.into_inner()).next_id
+    }
+}
+
+/// The marker a resuming stream gets when the events it missed are gone.
+pub fn lost_marker(last_seen: u64, oldest_kept: u64) -> Event {
+    Event {
+        tag: "brine/events/lost".into(),
+        data: json!({"last_event_id": last_seen, "oldest_available": oldest_kept,
+                     "message": "events between these ids are no longer available"}),
+    }
+}
+
+/// Reads a `Last-Event-ID` value.
+pub fn parse_last_id(v: &str) -> Option<u64> {
+    v.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn ev(n: u64) -> Arc<Event> {
+        Arc::new(Event {
+            tag: format!("t/{n}"),
+            data: json!({"n": n}),
+        })
+    }
+
+    #[test]
+    fn encodings_are_salt_apis() {
+        let e = StreamEvent::new(
+            7,
+            Arc::new(Event {
+                tag: "salt/job/1/new".into(),
+                data: json!({"jid": "1", "x": [1, 2]}),
+            }),
+        );
+        assert_eq!(
+            &e.json()[..],
+            br#"{"data": {"jid": "1", "x": [1, 2]}, "tag": "salt/job/1/new"}"#
+        );
+        assert_eq!(
+            &e.sse()[..],
+            b"id: 7\ntag: salt/job/1/new\ndata: {\"data\": {\"jid\": \"1\", \"x\": [1, 2]}, \"tag\": \"salt/job/1/new\"}\n\n"
+        );
+        let evil = StreamEvent::new(
+            8,
+            Arc::new(Event {
+                tag: "a\ndata: x".into(),
+                data: Value::Null,
+            }),
+        );
+        let text = String::from_utf8_lossy(evil.sse()).into_owned();
+        assert_eq!(text.matches('\n').count(), 4, "{text}");
+    }
+
+    #[tokio::test]
+    async fn resume_replays_exactly_the_missed_events() {
+        let feed = Feed::new(4, 16);
+        let base = feed.next_id();
+        for n in 0..3 {
+            feed.publish(ev(n));
+        }
+        // Seen the first; missed the next two.
+        let mut r = feed.resume(Some(base));
+        assert_eq!(
+            r.replay.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![base + 1, base + 2]
+        );
+        assert_eq!(r.lost, None);
+        feed.publish(ev(3));
+        assert_eq!(r.rx.recv().await.ok().map(|e| e.id), Some(base + 3));
+        // Up to date: nothing to replay.
+        let r = feed.resume(Some(base + 3));
+        assert!(r.replay.is_empty() && r.lost.is_none());
+    }
+
+    #[test]
+    fn ids_older_than_the_ring_are_reported_lost() {
+        let feed = Feed::new(2, 16);
+        let base = feed.next_id();
+        for n in 0..5 {
+            feed.publish(ev(n));
+        }
+        let r = feed.resume(Some(base));
+        assert_eq!(r.lost, Some((base, base + 3)));
+        assert_eq!(r.replay.len(), 2);
+        // An id from an earlier process (smaller than anything of this one).
+        let r = feed.resume(Some(12));
+        assert!(r.lost.is_some());
+    }
+}

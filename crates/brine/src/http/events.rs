@@ -1,0 +1,92 @@
+//! `GET /events`: the master's event bus as Server-Sent Events, framed as rest_cherrypy frames
+//! it (spec §4.1), from Brine's one bus subscription.
+//!
+//! * Auth: a valid token in `X-Auth-Token` or the `session_id` cookie (the header wins). Any
+//!   query parameter is rest_cherrypy 3008's 400 (tokens in URLs end up in logs), unless the
+//!   operator turns on `brine: {events_query_token: true}`, which accepts the legacy `?token=`
+//!   and `?salt_token=` (decision D5). `Accept` is not negotiated.
+//! * Body: `retry: 400`, then per event `id:`, `tag:` and `data:` lines and a blank line
+//!   (`id:` is Brine's addition). A client that reconnects with `Last-Event-ID` gets the events
+//!   it missed from the replay ring, or a `brine/events/lost` event saying which are gone.
+//! * The stream ends at token expiry or revocation; see [`crate::streams`] for keep-alives and
+//!   slow clients.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+
+use super::error::ApiError;
+use super::{session, Ctx, Req};
+use crate::app::SharedApp;
+use crate::feed::parse_last_id;
+use crate::streams::{self, Owner, Sse};
+
+/// rest_cherrypy 3008's answer to any query parameter on `/events`.
+pub const NO_QUERY: &str = "The /events endpoint takes no query parameters; in particular, tokens must not \
+be passed via the query string -- they end up in access logs and the Referer header. Use the 'X-Auth-Token' \
+header (for non-browser clients) or the session cookie set by /login (for browser EventSource clients) instead.";
+
+/// The token of an `/events` request: from the query (legacy switch only), else the header or
+/// cookie.
+fn token(app: &SharedApp, req: &Req) -> Result<Option<String>, ApiError> {
+    let Some(query) = req.query.as_deref().filter(|q| !q.is_empty()) else {
+        return Ok(session::request_token(&req.headers));
+    };
+    if !app.settings.brine.events_query_token {
+        return Err(ApiError::BadRequest(NO_QUERY.into()));
+    }
+    let mut found = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "token" | "salt_token" if !v.is_empty() => found = Some(v.into_owned()),
+            "token" | "salt_token" => {}
+            _ => return Err(ApiError::BadRequest(NO_QUERY.into())),
+        }
+    }
+    Ok(found.or_else(|| session::request_token(&req.headers)))
+}
+
+/// `GET /events`.
+pub async fn events(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
+    let token = token(app, req)?.ok_or_else(ApiError::unauthorized)?;
+    let info = app
+        .auth
+        .check(&app.master, &token)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    ctx.cookie = Some(session::session_cookie(&token));
+    ctx.user = Some(info.name.clone());
+    let mut resp = Response::new(Body::empty());
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream;charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if req.method == axum::http::Method::HEAD {
+        return Ok(resp);
+    }
+    let last_id = req
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_last_id);
+    let resume = app.hub.feed().resume(last_id);
+    let owner = Owner {
+        token,
+        user: info.name,
+        expire: info.expire,
+        kill: req.kill(),
+        kind: "sse",
+    };
+    let rx = streams::spawn(app.clone(), owner, resume, Sse);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx))
+    });
+    *resp.body_mut() = Body::from_stream(body);
+    *resp.status_mut() = StatusCode::OK;
+    Ok(resp)
+}
