@@ -4,8 +4,9 @@
 //! * Numbering: ids start at the process start time in microseconds and grow by one per event,
 //!   so an id from an earlier Brine process is always older than anything in the ring, and a
 //!   client resuming with it is told that events were lost instead of silently skipping some.
-//! * Encodings (`{"data", "tag"}` JSON and the SSE frame) are made on first use and shared by
-//!   every stream: 10 000 streams cost one serialisation per event, not 10 000.
+//! * Each event is encoded once, as its SSE frame; the JSON and WebSocket frames are slices of
+//!   it, shared by every stream: 10 000 streams cost one serialisation per event, not 10 000.
+//! * The replay ring is bounded by count and by bytes, so big events cannot make it large.
 //! * The broadcast channel is bounded; a stream that falls behind it is told how far (and is
 //!   disconnected by its owner). Memory does not grow with slow clients: the channel holds each
 //!   event once, whatever the number of receivers.
@@ -31,64 +32,69 @@ pub struct StreamEvent {
     pub id: u64,
     /// The bus event.
     pub event: Arc<Event>,
-    json: OnceLock<Bytes>,
-    sse: OnceLock<Bytes>,
+    /// The SSE frame; the other encodings are slices of it.
+    sse: Bytes,
+    /// Where `data: ` starts in `sse`.
+    data_at: usize,
     ws_json: OnceLock<Utf8Bytes>,
     ws_data: OnceLock<Utf8Bytes>,
 }
 
 impl StreamEvent {
-    /// A numbered event.
+    /// A numbered event, encoded once: `id:`, rest_cherrypy's `tag:` and `data:` lines and a
+    /// blank line, the data being `{"data": <data>, "tag": <tag>}` as salt-api writes it. Line
+    /// breaks in a tag (events are untrusted) are escaped so they cannot end the frame.
     pub fn new(id: u64, event: Arc<Event>) -> StreamEvent {
+        let tag = event.tag.replace('\r', "\\r").replace('\n', "\\n");
+        let json = to_python_json(&json!({"data": event.data, "tag": event.tag}));
+        let head = format!("id: {id}\ntag: {tag}\n");
+        let mut out = Vec::with_capacity(head.len() + json.len() + 8);
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&json);
+        out.extend_from_slice(b"\n\n");
         StreamEvent {
             id,
             event,
-            json: OnceLock::new(),
-            sse: OnceLock::new(),
+            sse: Bytes::from(out),
+            data_at: head.len(),
             ws_json: OnceLock::new(),
             ws_data: OnceLock::new(),
         }
     }
 
-    /// `{"data": <data>, "tag": <tag>}` as salt-api writes it.
-    pub fn json(&self) -> &Bytes {
-        self.json.get_or_init(|| {
-            Bytes::from(to_python_json(
-                &json!({"data": self.event.data, "tag": self.event.tag}),
-            ))
-        })
+    /// `{"data": <data>, "tag": <tag>}`.
+    pub fn json(&self) -> Bytes {
+        self.sse.slice(self.data_at + 6..self.sse.len() - 2)
     }
 
-    /// The SSE frame: `id:`, rest_cherrypy's `tag:` and `data:` lines, a blank line. Line
-    /// breaks in a tag (events are untrusted) are escaped so they cannot end the frame.
+    /// The SSE frame.
     pub fn sse(&self) -> &Bytes {
-        self.sse.get_or_init(|| {
-            let tag = self.event.tag.replace('\r', "\\r").replace('\n', "\\n");
-            let json = self.json();
-            let mut out = Vec::with_capacity(json.len() + tag.len() + 40);
-            out.extend_from_slice(format!("id: {}\ntag: {tag}\ndata: ", self.id).as_bytes());
-            out.extend_from_slice(json);
-            out.extend_from_slice(b"\n\n");
-            Bytes::from(out)
-        })
+        &self.sse
     }
-}
 
-impl StreamEvent {
     /// The JSON as a WebSocket text message (rest_tornado's `/all_events` frame).
     pub fn ws_json(&self) -> &Utf8Bytes {
-        self.ws_json
-            .get_or_init(|| Utf8Bytes::from(String::from_utf8_lossy(self.json()).into_owned()))
+        self.ws_json.get_or_init(|| utf8(self.json()))
     }
 
     /// `data: <json>` and a blank line as a WebSocket text message (rest_cherrypy's `/ws`).
     pub fn ws_data(&self) -> &Utf8Bytes {
-        self.ws_data.get_or_init(|| {
-            Utf8Bytes::from(format!(
-                "data: {}\n\n",
-                String::from_utf8_lossy(self.json())
-            ))
-        })
+        self.ws_data
+            .get_or_init(|| utf8(self.sse.slice(self.data_at..)))
+    }
+
+    /// Approximate memory this event holds (its data and its encoding).
+    pub fn weight(&self) -> usize {
+        2 * self.sse.len() + 64
+    }
+}
+
+/// Our JSON is always UTF-8; the fallback only avoids a panic path.
+fn utf8(b: Bytes) -> Utf8Bytes {
+    match Utf8Bytes::try_from(b.clone()) {
+        Ok(u) => u,
+        Err(_) => Utf8Bytes::from(String::from_utf8_lossy(&b).into_owned()),
     }
 }
 
@@ -111,6 +117,8 @@ pub struct Feed {
 struct Ring {
     events: VecDeque<Arc<StreamEvent>>,
     capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
     next_id: u64,
 }
 
@@ -123,14 +131,16 @@ fn first_id() -> u64 {
 }
 
 impl Feed {
-    /// A feed keeping the last `ring` events for resumption, with a broadcast channel of
-    /// `channel` events.
-    pub fn new(ring: usize, channel: usize) -> Feed {
+    /// A feed keeping the last `ring` events (at most `ring_bytes` of them) for resumption,
+    /// with a broadcast channel of `channel` events.
+    pub fn new(ring: usize, ring_bytes: usize, channel: usize) -> Feed {
         let (tx, _) = broadcast::channel(channel.max(16));
         Feed {
             ring: Mutex::new(Ring {
                 events: VecDeque::with_capacity(ring.min(1 << 16)),
                 capacity: ring,
+                max_bytes: ring_bytes,
+                bytes: 0,
                 next_id: first_id(),
             }),
             tx,
@@ -142,11 +152,15 @@ impl Feed {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let ev = Arc::new(StreamEvent::new(ring.next_id, event));
         ring.next_id += 1;
-        if ring.capacity > 0 {
-            if ring.events.len() >= ring.capacity {
-                ring.events.pop_front();
-            }
+        if ring.capacity > 0 && ev.weight() <= ring.max_bytes {
+            ring.bytes += ev.weight();
             ring.events.push_back(ev.clone());
+            while ring.events.len() > ring.capacity || ring.bytes > ring.max_bytes {
+                match ring.events.pop_front() {
+                    Some(old) => ring.bytes -= old.weight(),
+                    None => break,
+                }
+            }
         }
         // No receivers is fine.
         let _ = self.tx.send(ev);
@@ -242,7 +256,7 @@ mod tests {
 
     #[tokio::test]
     async fn resume_replays_exactly_the_missed_events() {
-        let feed = Feed::new(4, 16);
+        let feed = Feed::new(4, 1 << 20, 16);
         let base = feed.next_id();
         for n in 0..3 {
             feed.publish(ev(n));
@@ -263,7 +277,7 @@ mod tests {
 
     #[test]
     fn ids_older_than_the_ring_are_reported_lost() {
-        let feed = Feed::new(2, 16);
+        let feed = Feed::new(2, 1 << 20, 16);
         let base = feed.next_id();
         for n in 0..5 {
             feed.publish(ev(n));

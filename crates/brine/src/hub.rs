@@ -98,15 +98,15 @@ pub fn tag_jid(tag: &str) -> Option<&str> {
 
 impl Hub {
     /// A hub that is not connected yet ([`Hub::run`] connects it), whose stream feed keeps
-    /// `ring` events for resumption and buffers `channel` events for slow streams.
-    pub fn new(ring: usize, channel: usize) -> Hub {
+    /// `ring` events (`ring_bytes` at most) for resumption and buffers `channel` events.
+    pub fn new(ring: usize, ring_bytes: usize, channel: usize) -> Hub {
         let (connected, _) = watch::channel(false);
         Hub {
             inner: Arc::new(Inner {
                 waiters: Mutex::new(HashMap::new()),
                 recent: Mutex::new(VecDeque::with_capacity(RECENT)),
                 next_id: AtomicU64::new(1),
-                feed: Feed::new(ring, channel),
+                feed: Feed::new(ring, ring_bytes, channel),
                 connected,
             }),
         }
@@ -264,7 +264,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiters_get_only_their_jid_and_deregister_on_drop() {
-        let hub = Hub::new(16, 16);
+        let hub = Hub::new(16, 1 << 20, 16);
         let mut a = hub.watch("1");
         let mut b = hub.watch("2");
         hub.dispatch(ev("salt/job/1/ret/m1"));
@@ -284,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn runner_events_before_registration_are_replayed() {
-        let hub = Hub::new(16, 16);
+        let hub = Hub::new(16, 1 << 20, 16);
         hub.dispatch(ev("salt/run/9/new"));
         hub.dispatch(ev("salt/run/9/ret"));
         let mut w = hub.watch("9");
@@ -294,7 +294,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_waiter_never_blocks_dispatch() {
-        let hub = Hub::new(16, 16);
+        let hub = Hub::new(16, 1 << 20, 16);
         let mut w = hub.watch("5");
         for _ in 0..(WAITER_QUEUE + 100) {
             hub.dispatch(ev("salt/job/5/ret/m"));

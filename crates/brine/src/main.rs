@@ -121,6 +121,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // Every stream is a socket: use the hard limit on open files, not the soft default.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open files limit"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -168,7 +173,11 @@ async fn run(settings: Settings) -> ExitCode {
         settings.brine.pool_queue,
         settings.brine.connect_timeout,
     ));
-    let hub = Hub::new(settings.brine.event_ring, settings.brine.stream_buffer);
+    let hub = Hub::new(
+        settings.brine.event_ring,
+        settings.brine.event_ring_bytes,
+        settings.brine.stream_buffer,
+    );
     let bus = opts.bus_pub();
     let app = Arc::new_cyclic(|me| App {
         master: Master::new(pool, opts.clone()),

@@ -55,6 +55,8 @@ pub struct BrineSettings {
     pub body_max_depth: usize,
     /// Events kept for streams that resume with `Last-Event-ID`.
     pub event_ring: usize,
+    /// Bytes those kept events may take at most.
+    pub event_ring_bytes: usize,
     /// Events a stream may fall behind the bus before Brine disconnects it.
     pub stream_buffer: usize,
     /// Accept `/events?token=` (and `salt_token=`) as Salt releases before 3008.3 did (D5).
@@ -163,6 +165,7 @@ impl Settings {
                 token_cache: b.integer("token_cache", 10_000, 1, 10_000_000)? as usize,
                 body_max_depth: b.integer("body_max_depth", 64, 4, 1024)? as usize,
                 event_ring: b.integer("event_ring", 10_000, 0, 10_000_000)? as usize,
+                event_ring_bytes: b.integer("event_ring_bytes", 16 << 20, 0, 1 << 40)? as usize,
                 stream_buffer: b.integer("stream_buffer", 4096, 16, 1_000_000)? as usize,
                 events_query_token: b.boolean("events_query_token", false)?,
                 hook_redact_auth_headers: b.boolean("hook_redact_auth_headers", true)?,
@@ -174,6 +177,7 @@ impl Settings {
                 token_cache: 10_000,
                 body_max_depth: 64,
                 event_ring: 10_000,
+                event_ring_bytes: 16 << 20,
                 stream_buffer: 4096,
                 events_query_token: false,
                 hook_redact_auth_headers: true,

@@ -153,6 +153,7 @@ async fn logout_revokes_the_session() {
     same_session(st, &s, "logout", &out).await;
     same_session(st, &s, "after logout", &ping).await;
     same(st, "logout without session", &out).await;
+    same(st, "GET /logout without session", &Req::get("/logout")).await;
 }
 
 fn six_clients() -> Vec<(&'static str, serde_json::Value)> {

@@ -238,6 +238,18 @@ async fn route(
         ctx.cookie = Some(session::session_cookie(&session::random_id()));
     }
     if !endpoint.supports(&req.method) {
+        // Resources whose whole class has rest_cherrypy's auth tool check the session before
+        // the method: without one, the answer is 401, not 405.
+        let class_auth = match endpoint {
+            Endpoint::Logout => true,
+            Endpoint::Hook(_) => !app.settings.rest.webhook_disable_auth,
+            _ => false,
+        };
+        if class_auth {
+            let s = session::gate(app, &req.headers).await?;
+            ctx.cookie = Some(session::session_cookie(&s.token));
+            ctx.private = true;
+        }
         return Err(ApiError::MethodNotAllowed);
     }
     let get = req.method == Method::GET || req.method == Method::HEAD;

@@ -1,0 +1,319 @@
+//! Event streams and webhooks, compared with rest_cherrypy on the same master: `/events` (auth
+//! by header and cookie, the query-token refusal, no auth), `/ws` in both forms, `/hook` with
+//! JSON, form and YAML bodies and the event each fires; plus Brine's `Last-Event-ID` resume.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The header subset of an `/events` response that clients rely on.
+fn stream_shape(status: u16, headers: &[(String, String)]) -> Shape {
+    shape(&Resp {
+        status,
+        headers: headers.to_vec(),
+        body: Vec::new(),
+    })
+}
+
+/// The parts of a hook event that do not depend on which server fired it.
+fn hook_view(data: &Value) -> Value {
+    let mut headers = data["data"]["headers"].clone();
+    if let Value::Object(h) = &mut headers {
+        // Host carries each server's port; the token is each server's own (and redacted by
+        // Brine, decision D4); lengths follow.
+        for k in ["Host", "X-Auth-Token", "Content-Length", "Cookie"] {
+            h.remove(k);
+        }
+    }
+    json!({"tag": data["tag"], "body": data["data"]["body"], "post": data["data"]["post"], "headers": headers})
+}
+
+#[tokio::test]
+async fn events_auth_and_headers_match_the_reference() {
+    let st = stack();
+    let s = sessions(st).await;
+    // Header, cookie: a 200 stream with the same headers; both carry the same hook event.
+    for how in ["header", "cookie"] {
+        let hb = if how == "header" {
+            ("X-Auth-Token", s.brine.clone())
+        } else {
+            ("Cookie", format!("session_id={}", s.brine))
+        };
+        let hc = if how == "header" {
+            ("X-Auth-Token", s.cherry.clone())
+        } else {
+            ("Cookie", format!("session_id={}", s.cherry))
+        };
+        let mut b = open_sse(&st.brine, &[(hb.0, &hb.1)]).await;
+        let mut c = open_sse(&st.cherry, &[(hc.0, &hc.1)]).await;
+        assert_eq!(
+            stream_shape(b.status, &b.headers),
+            stream_shape(c.status, &c.headers),
+            "{how}"
+        );
+        assert_eq!(b.status, 200);
+        let path = format!("streams/{how}");
+        fire_hook(&st.brine, &s.brine, &path, &json!({"via": how})).await;
+        let eb = b
+            .next_tagged(&format!("salt/netapi/hook/{path}"), WAIT)
+            .await;
+        let ec = c
+            .next_tagged(&format!("salt/netapi/hook/{path}"), WAIT)
+            .await;
+        let (eb, ec) = (
+            eb.expect("brine stream got the hook event"),
+            ec.expect("reference stream got the hook event"),
+        );
+        assert_eq!(
+            eb.data, ec.data,
+            "{how}: the same bus event on both streams"
+        );
+        assert!(eb.id.is_some(), "Brine numbers its events");
+        b.task.abort();
+        c.task.abort();
+    }
+    // The query token is refused by both (3008.4 behaviour), and no auth is a 401.
+    for (what, path) in [
+        ("query token", format!("/events?token={}", s.brine)),
+        ("salt_token", "/events?salt_token=abc".to_owned()),
+        ("no auth", "/events".to_owned()),
+    ] {
+        same(st, what, &Req::get(&path)).await;
+    }
+    same(
+        st,
+        "bad token",
+        &Req::get("/events").header("X-Auth-Token", "deadbeef"),
+    )
+    .await;
+}
+
+async fn ws_connect(
+    base: &str,
+    path: &str,
+    cookie: Option<&str>,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    u16,
+> {
+    let url = format!("{}{path}", base.replace("http://", "ws://"));
+    let mut req = url.into_client_request().unwrap_or_else(|e| panic!("{e}"));
+    if let Some(c) = cookie {
+        req.headers_mut()
+            .insert("Cookie", c.parse().unwrap_or_else(|e| panic!("{e}")));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("ws {path}: {e}"),
+    }
+}
+
+/// Sends the ready message, fires a hook, returns the text messages received.
+async fn ws_session(
+    st: &Stack,
+    base: &str,
+    token: &str,
+    path: &str,
+    cookie: Option<&str>,
+    hook: &str,
+) -> Vec<String> {
+    let mut ws = match ws_connect(base, path, cookie).await {
+        Ok(ws) => ws,
+        Err(code) => panic!("{base}{path}: HTTP {code}"),
+    };
+    let _ = ws.send(Message::text("websocket client ready")).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    fire_hook(base, token, hook, &json!({"ws": true})).await;
+    let _ = st;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Message::Text(t) = msg {
+            let done = t.contains(&format!("salt/netapi/hook/{hook}"));
+            got.push(t.to_string());
+            if done {
+                break;
+            }
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn ws_both_forms_match_the_reference() {
+    let st = stack();
+    let s = sessions(st).await;
+    for form in ["path", "cookie"] {
+        let hook = format!("streams/ws-{form}");
+        let (pb, cb) = if form == "path" {
+            (format!("/ws/{}", s.brine), None)
+        } else {
+            ("/ws".to_owned(), Some(format!("session_id={}", s.brine)))
+        };
+        let (pc, cc) = if form == "path" {
+            (format!("/ws/{}", s.cherry), None)
+        } else {
+            ("/ws".to_owned(), Some(format!("session_id={}", s.cherry)))
+        };
+        let b = ws_session(st, &st.brine, &s.brine, &pb, cb.as_deref(), &hook).await;
+        let c = ws_session(st, &st.cherry, &s.cherry, &pc, cc.as_deref(), &hook).await;
+        assert_eq!(
+            b.first().map(String::as_str),
+            Some("server received message"),
+            "{form}: {b:?}"
+        );
+        assert_eq!(
+            c.first().map(String::as_str),
+            Some("server received message"),
+            "{form}: {c:?}"
+        );
+        let last = |v: &Vec<String>| -> Value {
+            let text = v.last().cloned().unwrap_or_default();
+            assert!(
+                text.starts_with("data: ") && text.ends_with("\n\n"),
+                "{text:?}"
+            );
+            serde_json::from_str(text.trim_start_matches("data: ").trim_end())
+                .unwrap_or(Value::Null)
+        };
+        assert_eq!(hook_view(&last(&b)), hook_view(&last(&c)), "{form}");
+    }
+    // No token: 401 before the upgrade, on both.
+    assert_eq!(ws_connect(&st.brine, "/ws", None).await.err(), Some(401));
+    assert_eq!(ws_connect(&st.cherry, "/ws", None).await.err(), Some(401));
+    assert_eq!(
+        ws_connect(&st.brine, "/ws/deadbeef", None).await.err(),
+        Some(401)
+    );
+}
+
+#[tokio::test]
+async fn hook_bodies_and_their_events_match_the_reference() {
+    let st = stack();
+    let s = sessions(st).await;
+    let mut b = open_sse(&st.brine, &[("X-Auth-Token", &s.brine)]).await;
+    let cases: Vec<(&str, &str, &str)> = vec![
+        (
+            "json",
+            "application/json",
+            r#"{"foo": "bar", "n": 1, "arg": "x"}"#,
+        ),
+        (
+            "form",
+            "application/x-www-form-urlencoded",
+            "foo=bar&n=1&arg=2",
+        ),
+        ("yaml", "application/x-yaml", "foo: bar\nlist: [1, yes]\n"),
+        ("text", "text/plain", "just text"),
+        ("empty", "application/json", ""),
+    ];
+    for (what, ct, body) in cases {
+        let path = format!("/hook/streams/body-{what}");
+        let req = Req::post(&path, ct, body.as_bytes().to_vec());
+        same_session(st, &s, what, &req).await;
+        // Both servers fired one event each; Brine's stream sees both.
+        let tag = format!("salt/netapi/hook/streams/body-{what}");
+        let first = b
+            .next_tagged(&tag, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{what}: no event"));
+        let second = b
+            .next_tagged(&tag, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{what}: one event only"));
+        assert_eq!(hook_view(&first.data), hook_view(&second.data), "{what}");
+        let by_brine = [&first, &second]
+            .into_iter()
+            .find(|e| e.data["data"]["headers"]["X-Auth-Token"] == "<redacted>")
+            .unwrap_or_else(|| panic!("{what}: Brine's event redacts the token"));
+        assert_eq!(by_brine.data["data"]["headers"]["Remote-Addr"], "127.0.0.1");
+    }
+    same(
+        st,
+        "hook without session",
+        &Req::post_json("/hook/x", &json!({})),
+    )
+    .await;
+    same(st, "GET /hook without session", &Req::get("/hook")).await;
+    same_session(st, &s, "GET /hook", &Req::get("/hook")).await;
+    b.task.abort();
+}
+
+#[tokio::test]
+async fn last_event_id_resumes_exactly_the_missed_events() {
+    let st = stack();
+    let token = login(&st.brine, &st.creds()).await;
+    let mut a = open_sse(&st.brine, &[("X-Auth-Token", &token)]).await;
+    fire_hook(&st.brine, &token, "streams/resume/0", &json!({"n": 0})).await;
+    let seen = a
+        .next_tagged("salt/netapi/hook/streams/resume/0", WAIT)
+        .await
+        .expect("first event");
+    let last = seen.id.expect("id");
+    a.task.abort();
+    for n in 1..=3 {
+        fire_hook(
+            &st.brine,
+            &token,
+            &format!("streams/resume/{n}"),
+            &json!({"n": n}),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut b = open_sse(
+        &st.brine,
+        &[
+            ("X-Auth-Token", &token),
+            ("Last-Event-ID", &last.to_string()),
+        ],
+    )
+    .await;
+    let mut replayed = Vec::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(800), b.events.recv()).await
+    {
+        replayed.push(ev);
+    }
+    b.task.abort();
+    // Consecutive ids right after the last one seen, nothing older, nothing twice.
+    let ids: Vec<u64> = replayed.iter().filter_map(|e| e.id).collect();
+    assert!(!ids.is_empty());
+    assert_eq!(ids[0], last + 1, "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    let ours: Vec<&str> = replayed
+        .iter()
+        .filter(|e| e.tag.starts_with("salt/netapi/hook/streams/resume/"))
+        .map(|e| e.tag.as_str())
+        .collect();
+    assert_eq!(
+        ours,
+        vec![
+            "salt/netapi/hook/streams/resume/1",
+            "salt/netapi/hook/streams/resume/2",
+            "salt/netapi/hook/streams/resume/3"
+        ]
+    );
+    // An id older than anything kept gets the "lost" marker first.
+    let mut c = open_sse(
+        &st.brine,
+        &[("X-Auth-Token", &token), ("Last-Event-ID", "5")],
+    )
+    .await;
+    let first = tokio::time::timeout(WAIT, c.events.recv())
+        .await
+        .ok()
+        .flatten()
+        .expect("marker");
+    assert_eq!(first.tag, "brine/events/lost");
+    assert_eq!(first.data["data"]["last_event_id"], 5);
+    c.task.abort();
+}
