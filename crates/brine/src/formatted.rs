@@ -107,14 +107,10 @@ impl SaltInfo {
             return out;
         }
         match parts[1] {
-            "job" if parts.len() >= 4 && parts[3] == "new" => {
-                if self.new_job(data) {
-                    self.publish_jobs(&mut out);
-                    if self.flavor == Flavor::Cherry
-                        && text(data.get("fun")) == Some("grains.items")
-                    {
-                        self.minions.clear();
-                    }
+            "job" if parts.len() >= 4 && parts[3] == "new" && self.new_job(data) => {
+                self.publish_jobs(&mut out);
+                if self.flavor == Flavor::Cherry && text(data.get("fun")) == Some("grains.items") {
+                    self.minions.clear();
                 }
             }
             "job" if parts.len() >= 4 && parts[3] == "ret" => {
