@@ -1,12 +1,14 @@
 //! The master goes away and comes back while Brine keeps running: Brine keeps serving, answers
-//! commands with a JSON 503 while the master is down, and the first command after the master is
-//! back succeeds, without restarting Brine.
+//! commands with a JSON 503 while the master is down, the first command after the master is
+//! back succeeds, and event streams opened before the restart carry the events of a job run
+//! after it, all without restarting Brine.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 
 #[tokio::test]
@@ -24,6 +26,22 @@ async fn master_stop_gives_503_and_restart_recovers_without_restarting_brine() {
     let r = send(&st.brine, &ping).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["return"][0], json!({"m1": true, "m2": true}));
+
+    // Streams opened before the master goes away.
+    let mut sse = open_sse(&st.brine, &[("X-Auth-Token", &token)]).await;
+    assert_eq!(sse.status, 200);
+    let ws_url = format!(
+        "{}/all_events/{token}",
+        st.brine.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .unwrap_or_else(|e| panic!("ws: {e}"));
+    let _ = ws
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            "websocket client ready",
+        ))
+        .await;
 
     st.script("stop-master");
 
@@ -76,6 +94,43 @@ async fn master_stop_gives_503_and_restart_recovers_without_restarting_brine() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["return"][0], json!({"args": ["x"], "kwargs": {}}));
+    // The streams opened before the restart carry the events of a job run after it.
+    let r = send(
+        &st.brine,
+        &Req::post_json(
+            "/",
+            &json!({"client": "local_async", "tgt": "m1", "fun": "test.ping"}),
+        )
+        .header("X-Auth-Token", &token),
+    )
+    .await;
+    let jid = r.json()["return"][0]["jid"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(jid.len(), 20, "{}", r.text());
+    let ret = sse
+        .next_tagged(&format!("salt/job/{jid}/ret/m1"), Duration::from_secs(30))
+        .await;
+    assert!(
+        ret.is_some(),
+        "the SSE stream did not survive the master restart"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut ws_got = false;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if msg
+            .to_text()
+            .unwrap_or("")
+            .contains(&format!("salt/job/{jid}/ret/m1"))
+        {
+            ws_got = true;
+            break;
+        }
+    }
+    assert!(ws_got, "the WebSocket did not survive the master restart");
+    sse.task.abort();
+
     // Same Brine process throughout.
     assert_eq!(
         std::fs::read_to_string(st.root.join("pids/brine.pid")).unwrap_or_default(),

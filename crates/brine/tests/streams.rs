@@ -2,6 +2,8 @@
 //! by header and cookie, the query-token refusal, no auth), `/ws` in both forms, `/hook` with
 //! JSON, form and YAML bodies and the event each fires; plus Brine's `Last-Event-ID` resume.
 
+#![allow(clippy::expect_used)] // a failed expectation is the test failing
+
 mod common;
 
 use std::time::Duration;
