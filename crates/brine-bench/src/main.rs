@@ -26,7 +26,10 @@ use tokio::sync::mpsc;
 
 /// Command line.
 #[derive(Parser, Debug)]
-#[command(name = "brine-bench", about = "Load drivers for salt-api implementations")]
+#[command(
+    name = "brine-bench",
+    about = "Load drivers for salt-api implementations"
+)]
 enum Cmd {
     /// SSE fan-out: delivered share and delay of bus events on N `/events` streams.
     Sse(SseArgs),
@@ -116,7 +119,9 @@ async fn sse_client(
             _ = stop.changed() => break,
         };
         let Some(Ok(frame)) = frame else { break };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         let now = Instant::now();
         buf.push_str(&String::from_utf8_lossy(&data));
         while let Some(at) = buf.find('\n') {
@@ -151,7 +156,11 @@ async fn sse(args: SseArgs) -> Result<(), String> {
     let prefix = format!("brine/bench/{run_id}/");
     let bus_task = tokio::spawn(async move {
         while let Some(Ok(ev)) = bus.next().await {
-            if let Some(n) = ev.tag.strip_prefix(&prefix).and_then(|n| n.parse::<usize>().ok()) {
+            if let Some(n) = ev
+                .tag
+                .strip_prefix(&prefix)
+                .and_then(|n| n.parse::<usize>().ok())
+            {
                 if let Ok(mut m) = bt.lock() {
                     m.entry(n).or_insert_with(Instant::now);
                 }
@@ -186,12 +195,18 @@ async fn sse(args: SseArgs) -> Result<(), String> {
     }
     // Let the streams settle, then fire.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut firer = Firer::connect(&BusAddr::Unix(args.bus_pull.clone().into()), Framing::LengthPrefixed)
-        .await
-        .map_err(|e| format!("bus pull: {e}"))?;
+    let mut firer = Firer::connect(
+        &BusAddr::Unix(args.bus_pull.clone().into()),
+        Framing::LengthPrefixed,
+    )
+    .await
+    .map_err(|e| format!("bus pull: {e}"))?;
     for n in 0..args.events {
         firer
-            .fire(&format!("brine/bench/{run_id}/{n}"), &json!({"n": n, "pad": "x".repeat(200)}))
+            .fire(
+                &format!("brine/bench/{run_id}/{n}"),
+                &json!({"n": n, "pad": "x".repeat(200)}),
+            )
             .await
             .map_err(|e| format!("fire: {e}"))?;
         tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
@@ -234,7 +249,10 @@ async fn sse(args: SseArgs) -> Result<(), String> {
 fn main() -> std::process::ExitCode {
     let cmd = Cmd::parse();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("brine-bench: {e}");

@@ -16,6 +16,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The stack of this binary: users may ask for short-lived tokens (to test expiry).
+fn stream_stack() -> &'static Stack {
+    stack_with(StackOpts {
+        extra_config: "token_expire_user_override: true",
+        ..StackOpts::default()
+    })
+}
+
 /// The header subset of an `/events` response that clients rely on.
 fn stream_shape(status: u16, headers: &[(String, String)]) -> Shape {
     shape(&Resp {
@@ -40,7 +48,7 @@ fn hook_view(data: &Value) -> Value {
 
 #[tokio::test]
 async fn events_auth_and_headers_match_the_reference() {
-    let st = stack();
+    let st = stream_stack();
     let s = sessions(st).await;
     // Header, cookie: a 200 stream with the same headers; both carry the same hook event.
     for how in ["header", "cookie"] {
@@ -152,7 +160,7 @@ async fn ws_session(
 
 #[tokio::test]
 async fn ws_both_forms_match_the_reference() {
-    let st = stack();
+    let st = stream_stack();
     let s = sessions(st).await;
     for form in ["path", "cookie"] {
         let hook = format!("streams/ws-{form}");
@@ -200,7 +208,7 @@ async fn ws_both_forms_match_the_reference() {
 
 #[tokio::test]
 async fn hook_bodies_and_their_events_match_the_reference() {
-    let st = stack();
+    let st = stream_stack();
     let s = sessions(st).await;
     let mut b = open_sse(&st.brine, &[("X-Auth-Token", &s.brine)]).await;
     let cases: Vec<(&str, &str, &str)> = vec![
@@ -252,7 +260,7 @@ async fn hook_bodies_and_their_events_match_the_reference() {
 
 #[tokio::test]
 async fn last_event_id_resumes_exactly_the_missed_events() {
-    let st = stack();
+    let st = stream_stack();
     let token = login(&st.brine, &st.creds()).await;
     let mut a = open_sse(&st.brine, &[("X-Auth-Token", &token)]).await;
     fire_hook(&st.brine, &token, "streams/resume/0", &json!({"n": 0})).await;
@@ -318,4 +326,62 @@ async fn last_event_id_resumes_exactly_the_missed_events() {
     assert_eq!(first.tag, "brine/events/lost");
     assert_eq!(first.data["data"]["last_event_id"], 5);
     c.task.abort();
+}
+
+#[tokio::test]
+async fn streams_end_when_the_token_expires_or_is_revoked() {
+    let st = stream_stack();
+    // A token that expires in 3 seconds.
+    let r = send(
+        &st.brine,
+        &Req::post_json(
+            "/login",
+            &json!({"username": "saltdev", "password": "x", "eauth": "auto", "token_expire": 3}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let short = r.json()["return"][0]["token"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let mut sse = open_sse(&st.brine, &[("X-Auth-Token", &short)]).await;
+    assert_eq!(sse.status, 200);
+    let mut ws = ws_connect(&st.brine, &format!("/ws/{short}"), None)
+        .await
+        .unwrap_or_else(|code| panic!("HTTP {code}"));
+    let _ = ws.send(Message::text("websocket client ready")).await;
+    let started = std::time::Instant::now();
+    // The SSE body ends (the reader task finishes) and the socket closes with 1008.
+    let ended = tokio::time::timeout(Duration::from_secs(8), &mut sse.task).await;
+    assert!(
+        ended.is_ok(),
+        "SSE stream still open after the token expired"
+    );
+    let mut close_code = None;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(8), ws.next()).await {
+        match msg {
+            Ok(Message::Close(Some(frame))) => {
+                close_code = Some(u16::from(frame.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(close_code, Some(1008));
+    assert!(started.elapsed() < Duration::from_secs(8));
+
+    // Logout ends the streams of that token within a couple of seconds.
+    let token = login(&st.brine, &st.creds()).await;
+    let mut sse = open_sse(&st.brine, &[("X-Auth-Token", &token)]).await;
+    assert_eq!(sse.status, 200);
+    let r = send(
+        &st.brine,
+        &Req::post_json("/logout", &json!({})).header("X-Auth-Token", &token),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let ended = tokio::time::timeout(Duration::from_secs(5), &mut sse.task).await;
+    assert!(ended.is_ok(), "SSE stream still open after logout");
 }
