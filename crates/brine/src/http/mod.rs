@@ -240,8 +240,9 @@ async fn route(
     if !endpoint.supports(&req.method) {
         // Resources whose whole class has rest_cherrypy's auth tool check the session before
         // the method: without one, the answer is 401, not 405.
+        // (`GET /logout` is the exception: the reference answers 500 there whatever the
+        // session, which Brine turns into a plain 405, decision D2.)
         let class_auth = match endpoint {
-            Endpoint::Logout => true,
             Endpoint::Hook(_) => !app.settings.rest.webhook_disable_auth,
             _ => false,
         };
