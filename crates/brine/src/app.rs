@@ -22,12 +22,25 @@ pub struct App {
     /// Token checks and revocations.
     pub auth: Auth,
     /// Counters about this process.
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
+    /// The `log_access_file` writer, if configured.
+    pub access_log: Option<crate::http::access_log::AccessLog>,
     /// A weak handle on this `App`, for work that outlives a request (background calls).
     pub me: std::sync::Weak<App>,
 }
 
 impl App {
+    /// The figures `/stats` and `/metrics` read from the rest of the process.
+    pub fn live(&self) -> crate::stats::Live {
+        crate::stats::Live {
+            master_in_flight: self.master.in_flight(),
+            master_queued: self.master.queued(),
+            bus_connected: self.hub.is_connected(),
+            bus_events: self.hub.events_seen(),
+            bus_reconnects: self.hub.reconnects(),
+        }
+    }
+
     /// Ok when the event-bus subscription is up (waiting up to `connect_timeout` for it);
     /// commands whose results arrive as events need it, as Salt's own clients do.
     pub async fn bus_ready(&self) -> Result<(), ApiError> {

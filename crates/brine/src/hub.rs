@@ -51,6 +51,8 @@ struct Inner {
     next_id: AtomicU64,
     feed: Feed,
     connected: watch::Sender<bool>,
+    events: AtomicU64,
+    reconnects: AtomicU64,
 }
 
 /// Handle to the hub; cheap to clone.
@@ -108,6 +110,8 @@ impl Hub {
                 next_id: AtomicU64::new(1),
                 feed: Feed::new(ring, ring_bytes, channel),
                 connected,
+                events: AtomicU64::new(0),
+                reconnects: AtomicU64::new(0),
             }),
         }
     }
@@ -146,6 +150,16 @@ impl Hub {
         self.inner.feed.subscribe()
     }
 
+    /// Events read from the bus since start.
+    pub fn events_seen(&self) -> u64 {
+        self.inner.events.load(Ordering::Relaxed)
+    }
+
+    /// Times the bus subscription was re-established.
+    pub fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
+    }
+
     /// The stream feed.
     pub fn feed(&self) -> &Feed {
         &self.inner.feed
@@ -166,6 +180,7 @@ impl Hub {
     /// Hands one event to its waiters, the recent-runner memory and the broadcast.
     pub fn dispatch(&self, event: Event) {
         let event = Arc::new(event);
+        self.inner.events.fetch_add(1, Ordering::Relaxed);
         if let Some(jid) = tag_jid(&event.tag) {
             let waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
             if event.tag.starts_with("salt/run/") {
@@ -205,6 +220,7 @@ impl Hub {
             match Subscription::connect(&addr).await {
                 Ok(mut sub) => {
                     if ever_connected {
+                        self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(bus = %addr, "event bus subscription re-established");
                         // Events published while we were away are lost to us.
                         self.notify_gap();

@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::auth::{is_python_hex, python_repr};
 use crate::clients;
 use crate::http::error::ApiError;
+use crate::stats::ClientLabels;
 
 /// The client names `GET /` lists (Salt's `NetapiClient` members, `destroy` included).
 pub const CLIENT_NAMES: [&str; 10] = [
@@ -167,7 +168,19 @@ pub async fn execute(app: &App, chunks: Vec<Value>, exec: &Exec) -> Result<Vec<V
             }
         }
         let client = validate(app, &chunk).await?;
-        results.extend(clients::dispatch(app, client, chunk).await?);
+        let outcome = clients::dispatch(app, client, chunk).await;
+        let label = match &outcome {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.status().as_u16().to_string(),
+        };
+        app.stats
+            .chunks
+            .get_or_create(&ClientLabels {
+                client: client.name(),
+                outcome: label,
+            })
+            .inc();
+        results.extend(outcome?);
     }
     Ok(results)
 }

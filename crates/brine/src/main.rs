@@ -34,7 +34,11 @@ use crate::hub::Hub;
 use crate::master::Master;
 use crate::settings::{Overrides, Settings};
 
-fn init_logging(cli: &cli::Cli, debug: bool) -> Result<(), String> {
+fn init_logging(
+    cli: &cli::Cli,
+    debug: bool,
+    error_file: Option<&std::path::Path>,
+) -> Result<(), String> {
     let console = cli::tracing_level(&cli.log_level)
         .ok_or_else(|| format!("--log-level: unknown level {:?}", cli.log_level))?;
     let console = if debug && console != "trace" {
@@ -73,9 +77,27 @@ fn init_logging(cli: &cli::Cli, debug: bool) -> Result<(), String> {
         }
         None => None,
     };
+    // `rest_cherrypy.log_error_file`: error lines also go there.
+    let error_layer = match error_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("rest_cherrypy.log_error_file {}: {e}", path.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(tracing_subscriber::EnvFilter::new("error")),
+            )
+        }
+        None => None,
+    };
     tracing_subscriber::registry()
         .with(console_layer)
         .with(file_layer)
+        .with(error_layer)
         .try_init()
         .map_err(|e| e.to_string())
 }
@@ -101,7 +123,12 @@ fn main() -> ExitCode {
         .and_then(|b| b.get("debug"))
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
-    if let Err(e) = init_logging(&cli, debug) {
+    let error_file = cfg
+        .get("rest_cherrypy")
+        .and_then(|b| b.get("log_error_file"))
+        .and_then(serde_json::Value::as_str)
+        .map(std::path::PathBuf::from);
+    if let Err(e) = init_logging(&cli, debug, error_file.as_deref()) {
         eprintln!("brine: {e}");
         return ExitCode::from(2);
     }
@@ -179,11 +206,23 @@ async fn run(settings: Settings) -> ExitCode {
         settings.brine.stream_buffer,
     );
     let bus = opts.bus_pub();
+    let stats = Arc::new(stats::Stats::default());
+    let access_log = match &settings.rest.log_access_file {
+        None => None,
+        Some(path) => match http::access_log::AccessLog::open(path).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!("log_access_file {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
     let app = Arc::new_cyclic(|me| App {
-        master: Master::new(pool, opts.clone()),
+        master: Master::new(pool, opts.clone(), stats.clone()),
         hub: hub.clone(),
         auth: Auth::new(settings.brine.token_cache),
-        stats: Default::default(),
+        stats,
+        access_log,
         settings: settings.clone(),
         me: me.clone(),
     });

@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
 use crate::http::error::ApiError;
+use crate::stats::{CmdLabels, Stats};
 
 /// Message of every "master not reachable" answer, as salt-api words it.
 pub const MASTER_DOWN: &str = "Salt Master is not available.";
@@ -34,6 +35,7 @@ pub struct Master {
     pool: MasterPool,
     opts: Arc<MasterOptions>,
     firer: Mutex<Option<Firer>>,
+    stats: Arc<Stats>,
     /// The OS user Brine runs as: the `user` field of publish loads (the master overwrites it
     /// with the authenticated name, but requires it and checks `publisher_acl_blacklist`).
     os_user: String,
@@ -75,7 +77,7 @@ pub fn master_error(err: MasterError) -> ApiError {
 
 impl Master {
     /// A handle over `pool` for the master described by `opts`.
-    pub fn new(pool: MasterPool, opts: Arc<MasterOptions>) -> Master {
+    pub fn new(pool: MasterPool, opts: Arc<MasterOptions>, stats: Arc<Stats>) -> Master {
         let os_user = std::env::var("USER")
             .ok()
             .filter(|u| !u.is_empty())
@@ -86,6 +88,7 @@ impl Master {
             opts,
             firer: Mutex::new(None),
             os_user,
+            stats,
         }
     }
 
@@ -96,10 +99,28 @@ impl Master {
         timeout: Duration,
         idempotent: bool,
     ) -> Result<Value, ApiError> {
-        self.pool
-            .request(load, timeout, idempotent)
-            .await
-            .map_err(wire_error)
+        let started = std::time::Instant::now();
+        let reply = self.pool.request(load, timeout, idempotent).await;
+        let cmd = load
+            .get("cmd")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
+        self.stats
+            .master_latency
+            .get_or_create(&CmdLabels { cmd })
+            .observe(started.elapsed().as_secs_f64());
+        reply.map_err(wire_error)
+    }
+
+    /// Requests to the master in flight.
+    pub fn in_flight(&self) -> usize {
+        self.pool.in_flight()
+    }
+
+    /// Requests waiting for a master connection.
+    pub fn queued(&self) -> usize {
+        self.pool.queued()
     }
 
     /// `mk_token` with the caller's credentials (`eauth`, `username`, `password`, and any

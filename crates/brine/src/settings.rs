@@ -36,6 +36,35 @@ pub struct RestSettings {
     pub routes: RouteConfig,
     /// `webhook_disable_auth`: no auth on the hook URL.
     pub webhook_disable_auth: bool,
+    /// `app`: the HTML file served at `app_path` and by the HTML override.
+    pub app: Option<PathBuf>,
+    /// `static`: the directory served under `static_path`.
+    pub static_dir: Option<PathBuf>,
+    /// `favicon`: the file served at `/favicon.ico`.
+    pub favicon: Option<PathBuf>,
+    /// `collect_stats`: Brine keeps its request counters for `/stats` either way; this is
+    /// reported as `Enabled`.
+    pub collect_stats: bool,
+    /// `stats_disable_auth`: no auth on `/stats`.
+    pub stats_disable_auth: bool,
+    /// `cors_origin`: origins allowed to use the API from a browser (`None`: reflect any origin,
+    /// as rest_cherrypy does).
+    pub cors_origin: Option<CorsOrigin>,
+    /// `api_acl`: `{users: {<user or *>: [<ip or *>, ...]}}`, checked at login.
+    pub api_acl: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `authorized_ips`: client addresses allowed on the API (403 `Bad IP` otherwise).
+    pub authorized_ips: Option<Vec<IpAddr>>,
+    /// `log_access_file`: access log in the Apache combined format.
+    pub log_access_file: Option<PathBuf>,
+}
+
+/// The `cors_origin` option.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CorsOrigin {
+    /// `*`: any origin.
+    Any,
+    /// A list of allowed origins.
+    List(Vec<String>),
 }
 
 /// Brine-only settings (`brine:` block).
@@ -63,6 +92,8 @@ pub struct BrineSettings {
     pub events_query_token: bool,
     /// Replace `X-Auth-Token` and `Cookie` in hook events with `<redacted>` (D4).
     pub hook_redact_auth_headers: bool,
+    /// Serve `/metrics` without a session.
+    pub metrics_disable_auth: bool,
 }
 
 /// Everything Brine needs, read once at startup.
@@ -97,22 +128,6 @@ const IGNORED_REST_KEYS: &[(&str, &str)] = &[
     ("expire_responses", "a no-op in CherryPy 12+ as well"),
 ];
 
-/// Keys of `rest_cherrypy:` that a later Brine release implements; warned about until then.
-const PENDING_REST_KEYS: &[&str] = &[
-    "collect_stats",
-    "stats_disable_auth",
-    "static",
-    "static_path",
-    "app",
-    "app_path",
-    "favicon",
-    "log_access_file",
-    "log_error_file",
-    "api_acl",
-    "authorized_ips",
-    "cors_origin",
-];
-
 /// Optional overrides from the command line.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
@@ -127,32 +142,30 @@ impl Settings {
     pub fn from_config(cfg: &MasterConfig, over: &Overrides) -> Result<Settings, ConfigError> {
         let master = MasterOptions::from_config(cfg)?;
         let top = Reader::top(cfg);
-        let rest_block = Reader::block(cfg, "rest_cherrypy")?;
-        let rest = match rest_block {
-            Some(r) => read_rest(&r, cfg, over)?,
+        // Without a `rest_cherrypy` block, `--port` alone serves plain HTTP with the defaults.
+        let with_default;
+        let rest_cfg = if cfg.get("rest_cherrypy").is_none() && over.port.is_some() {
+            let mut values = cfg.values.clone();
+            values.insert(
+                "rest_cherrypy".into(),
+                serde_json::json!({"disable_ssl": true}),
+            );
+            with_default = MasterConfig {
+                values,
+                ..cfg.clone()
+            };
+            &with_default
+        } else {
+            cfg
+        };
+        let rest = match Reader::block(rest_cfg, "rest_cherrypy")? {
+            Some(r) => read_rest(&r, rest_cfg, over)?,
             None => {
-                let Some(port) = over.port else {
-                    return Err(cfg.error(
-                        "rest_cherrypy",
-                        "missing: Brine serves the rest_cherrypy API and needs at least \
-                         `rest_cherrypy: {port: 8000}` (or --port)",
-                    ));
-                };
-                RestSettings {
-                    host: over.host.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-                    port,
-                    disable_ssl: true,
-                    ssl_crt: None,
-                    ssl_key: None,
-                    ssl_chain: None,
-                    max_body: 100 * 1024 * 1024,
-                    routes: RouteConfig {
-                        root_prefix: String::new(),
-                        enable_sessions: true,
-                        webhook: "hook".into(),
-                    },
-                    webhook_disable_auth: false,
-                }
+                return Err(cfg.error(
+                    "rest_cherrypy",
+                    "missing: Brine serves the rest_cherrypy API and needs at least \
+                     `rest_cherrypy: {port: 8000}` (or --port)",
+                ))
             }
         };
         let b = Reader::block(cfg, "brine")?;
@@ -169,6 +182,7 @@ impl Settings {
                 stream_buffer: b.integer("stream_buffer", 4096, 16, 1_000_000)? as usize,
                 events_query_token: b.boolean("events_query_token", false)?,
                 hook_redact_auth_headers: b.boolean("hook_redact_auth_headers", true)?,
+                metrics_disable_auth: b.boolean("metrics_disable_auth", false)?,
             },
             None => BrineSettings {
                 pool_size: default_pool as usize,
@@ -181,6 +195,7 @@ impl Settings {
                 stream_buffer: 4096,
                 events_query_token: false,
                 hook_redact_auth_headers: true,
+                metrics_disable_auth: false,
             },
         };
         Ok(Settings {
@@ -250,16 +265,29 @@ fn read_rest(
         root_prefix.insert(0, '/');
     }
     let root_prefix = root_prefix.trim_end_matches('/').to_owned();
+    let existing = |k: &str, dir: bool| -> Result<Option<PathBuf>, ConfigError> {
+        match path(k)? {
+            Some(p) if (dir && p.is_dir()) || (!dir && p.is_file()) => Ok(Some(p)),
+            Some(p) => Err(r.error(k, format!("{} does not exist", p.display()))),
+            None => Ok(None),
+        }
+    };
+    // `log_error_file` is opened by main.rs with the other log files; its type is checked here.
+    path("log_error_file")?;
+    let app = existing("app", false)?;
+    let static_dir = existing("static", true)?;
+    let favicon = existing("favicon", false)?;
+    let segment = |k: &str, default: &str| -> Result<String, ConfigError> {
+        Ok(r.string(k)?
+            .unwrap_or_else(|| default.into())
+            .trim_matches('/')
+            .to_owned())
+    };
+    let app_path = segment("app_path", "app")?;
+    let static_path = segment("static_path", "static")?;
     for (k, why) in IGNORED_REST_KEYS {
         if r.raw(k).is_some() {
             tracing::info!("rest_cherrypy.{k} is accepted and ignored: {why}");
-        }
-    }
-    for k in PENDING_REST_KEYS {
-        if r.raw(k).is_some() {
-            tracing::warn!(
-                "rest_cherrypy.{k} is not implemented by this Brine version yet; it has no effect"
-            );
         }
     }
     Ok(RestSettings {
@@ -273,13 +301,52 @@ fn read_rest(
         routes: RouteConfig {
             root_prefix,
             enable_sessions: r.boolean("enable_sessions", true)?,
-            webhook: r
-                .string("webhook_url")?
-                .unwrap_or_else(|| "/hook".into())
-                .trim_matches('/')
-                .to_owned(),
+            webhook: segment("webhook_url", "hook")?,
+            app: app.as_ref().map(|_| app_path.clone()),
+            static_path: static_dir.as_ref().map(|_| static_path.clone()),
+            favicon: favicon.is_some(),
         },
         webhook_disable_auth: r.boolean("webhook_disable_auth", false)?,
+        app,
+        static_dir,
+        favicon,
+        collect_stats: r.boolean("collect_stats", false)?,
+        stats_disable_auth: r.boolean("stats_disable_auth", false)?,
+        cors_origin: match r.raw("cors_origin") {
+            None => None,
+            Some(serde_json::Value::String(s)) if s == "*" => Some(CorsOrigin::Any),
+            Some(_) => {
+                let list = r.string_list("cors_origin")?.unwrap_or_default();
+                if list.iter().any(|o| o == "*") {
+                    Some(CorsOrigin::Any)
+                } else {
+                    Some(CorsOrigin::List(list))
+                }
+            }
+        },
+        api_acl: match r.raw("api_acl") {
+            None => None,
+            Some(serde_json::Value::Object(m)) => Some(m.clone()),
+            Some(_) => {
+                return Err(r.error(
+                    "api_acl",
+                    "must be a mapping like {users: {name: [ip, ...]}}",
+                ))
+            }
+        },
+        authorized_ips: match r.string_list("authorized_ips")? {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|ip| {
+                        ip.parse::<IpAddr>().map_err(|_| {
+                            r.error("authorized_ips", format!("{ip:?} is not an IP address"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        },
+        log_access_file: path("log_access_file")?,
     })
 }
 

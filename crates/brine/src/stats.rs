@@ -1,12 +1,281 @@
-//! Counters Brine keeps about itself (streams now; `/stats` and `/metrics` read them).
+//! What Brine counts about itself: the figures behind `/stats` (JSON, salt-api's endpoint) and
+//! `/metrics` (Prometheus text). Counters are updated on the request path with atomics and
+//! `prometheus-client` families (no locks taken per request beyond the family's map lookup).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route family (`index`, `login`, `events`, ...).
+    pub route: &'static str,
+    /// HTTP method.
+    pub method: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of a route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route family.
+    pub route: &'static str,
+}
+
+/// Labels of a lowstate chunk.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientLabels {
+    /// The lowstate client.
+    pub client: &'static str,
+    /// `ok` or the HTTP status of the error.
+    pub outcome: String,
+}
+
+/// Labels of a master command.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CmdLabels {
+    /// The clear command (`publish`, `runner`, `wheel`, `mk_token`, `get_token`).
+    pub cmd: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
 
 /// Process-wide counters.
-#[derive(Default)]
 pub struct Stats {
+    /// When the process started.
+    pub started: Instant,
+    started_epoch: f64,
+    /// Requests being handled right now.
+    pub requests_in_flight: AtomicUsize,
+    /// Requests handled since start.
+    pub requests_total: AtomicU64,
     /// Event streams open right now (SSE and WebSocket).
     pub streams_open: AtomicUsize,
     /// Streams disconnected because their client did not keep up.
     pub streams_dropped_slow: AtomicU64,
+    /// HTTP requests by route, method and status.
+    pub http_requests: Family<RequestLabels, Counter>,
+    /// HTTP latency by route.
+    pub http_latency: Family<RouteLabels, Histogram>,
+    /// Lowstate chunks by client and outcome.
+    pub chunks: Family<ClientLabels, Counter>,
+    /// Master round trips by command.
+    pub master_latency: Family<CmdLabels, Histogram>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            started: Instant::now(),
+            started_epoch: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            requests_in_flight: AtomicUsize::new(0),
+            requests_total: AtomicU64::new(0),
+            streams_open: AtomicUsize::new(0),
+            streams_dropped_slow: AtomicU64::new(0),
+            http_requests: Family::default(),
+            http_latency: Family::new_with_constructor(latency_histogram),
+            chunks: Family::default(),
+            master_latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+/// Figures read from the rest of the process at scrape time.
+pub struct Live {
+    /// Requests to the master in flight.
+    pub master_in_flight: usize,
+    /// Requests waiting for a master connection.
+    pub master_queued: usize,
+    /// Whether the event-bus subscription is up.
+    pub bus_connected: bool,
+    /// Events read from the bus since start.
+    pub bus_events: u64,
+    /// Times the bus subscription was re-established.
+    pub bus_reconnects: u64,
+}
+
+fn open_fds() -> i64 {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as i64)
+        .unwrap_or(-1)
+}
+
+impl Stats {
+    /// Records one finished HTTP request.
+    pub fn record_request(&self, route: &'static str, method: &str, status: u16, seconds: f64) {
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
+        self.http_requests
+            .get_or_create(&RequestLabels {
+                route,
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+        self.http_latency
+            .get_or_create(&RouteLabels { route })
+            .observe(seconds);
+    }
+
+    /// `/stats`: Brine's figures under a `Brine` key, in the spirit of CherryPy's tree.
+    pub fn json(&self, enabled: bool, live: &Live) -> serde_json::Value {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let uptime = self.started.elapsed().as_secs_f64();
+        let total = self.requests_total.load(Ordering::Relaxed);
+        serde_json::json!({
+            "Brine": {
+                "Enabled": enabled,
+                "Server Version": env!("CARGO_PKG_VERSION"),
+                "Start Time": self.started_epoch,
+                "Current Time": now,
+                "Uptime": uptime,
+                "Total Requests": total,
+                "Current Requests": self.requests_in_flight.load(Ordering::Relaxed),
+                "Requests/Second": if uptime > 0.0 { total as f64 / uptime } else { 0.0 },
+                "Streams Open": self.streams_open.load(Ordering::Relaxed),
+                "Streams Dropped (slow client)": self.streams_dropped_slow.load(Ordering::Relaxed),
+                "Master Requests In Flight": live.master_in_flight,
+                "Master Requests Queued": live.master_queued,
+                "Event Bus Connected": live.bus_connected,
+                "Event Bus Events": live.bus_events,
+                "Event Bus Reconnects": live.bus_reconnects,
+                "Open File Descriptors": open_fds(),
+            }
+        })
+    }
+
+    /// `/metrics`: Prometheus text exposition.
+    pub fn prometheus(&self, live: &Live) -> String {
+        let mut registry = Registry::with_prefix("brine");
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            self.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            self.http_latency.clone(),
+        );
+        registry.register(
+            "lowstate_chunks",
+            "Lowstate chunks by client and outcome",
+            self.chunks.clone(),
+        );
+        registry.register(
+            "master_request_duration_seconds",
+            "Round trips to the master's request channel by command",
+            self.master_latency.clone(),
+        );
+        let gauge = |v: i64| {
+            let g: prometheus_client::metrics::gauge::Gauge = Default::default();
+            g.set(v);
+            g
+        };
+        registry.register(
+            "master_requests_in_flight",
+            "Requests to the master in flight",
+            gauge(live.master_in_flight as i64),
+        );
+        registry.register(
+            "master_requests_queued",
+            "Requests waiting for a master connection",
+            gauge(live.master_queued as i64),
+        );
+        registry.register(
+            "event_bus_connected",
+            "1 when the event-bus subscription is up",
+            gauge(i64::from(live.bus_connected)),
+        );
+        registry.register("event_bus_events", "Events read from the master's bus", {
+            let c: Counter = Default::default();
+            c.inc_by(live.bus_events);
+            c
+        });
+        registry.register(
+            "event_bus_reconnects",
+            "Event-bus subscription re-established",
+            {
+                let c: Counter = Default::default();
+                c.inc_by(live.bus_reconnects);
+                c
+            },
+        );
+        registry.register(
+            "streams_open",
+            "Event streams open (SSE and WebSocket)",
+            gauge(self.streams_open.load(Ordering::Relaxed) as i64),
+        );
+        registry.register(
+            "streams_dropped_slow",
+            "Streams disconnected because the client did not keep up",
+            {
+                let c: Counter = Default::default();
+                c.inc_by(self.streams_dropped_slow.load(Ordering::Relaxed));
+                c
+            },
+        );
+        registry.register(
+            "open_fds",
+            "Open file descriptors of the process",
+            gauge(open_fds()),
+        );
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_the_families() {
+        let s = Stats::default();
+        s.record_request("index", "POST", 200, 0.01);
+        s.chunks
+            .get_or_create(&ClientLabels {
+                client: "local",
+                outcome: "ok".into(),
+            })
+            .inc();
+        let live = Live {
+            master_in_flight: 1,
+            master_queued: 0,
+            bus_connected: true,
+            bus_events: 5,
+            bus_reconnects: 0,
+        };
+        let text = s.prometheus(&live);
+        assert!(
+            text.contains(
+                "brine_http_requests_total{route=\"index\",method=\"POST\",status=\"200\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("brine_lowstate_chunks_total{client=\"local\",outcome=\"ok\"} 1"));
+        assert!(text.contains("brine_event_bus_events_total 5"));
+        assert!(text.contains("brine_open_fds "));
+        let json = s.json(false, &live);
+        assert_eq!(json["Brine"]["Total Requests"], 1);
+        assert_eq!(json["Brine"]["Enabled"], false);
+    }
 }

@@ -22,6 +22,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 401 with a message; [`ApiError::unauthorized`] gives CherryPy's default one.
     Unauthorized(String),
+    /// 403 with a message (`Bad IP`).
+    Forbidden(String),
     /// 404 with a message.
     NotFound(String),
     /// 405 (the caller adds `Allow`).
@@ -56,6 +58,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedContentType | ApiError::NotAcceptable(_) => {
@@ -71,9 +74,10 @@ impl ApiError {
     /// The message shown to the client.
     pub fn message(&self) -> String {
         match self {
-            ApiError::BadRequest(m) | ApiError::Unauthorized(m) | ApiError::NotFound(m) => {
-                m.clone()
-            }
+            ApiError::BadRequest(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m) => m.clone(),
             ApiError::MethodNotAllowed => "Specified method is invalid for this resource".into(),
             ApiError::UnsupportedContentType => "Content type not supported".into(),
             ApiError::NotAcceptable(accept) => format!(

@@ -53,6 +53,9 @@ pub async fn login(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Resp
         _ => return Err(ApiError::Internal),
     };
     let format = req.format()?;
+    if !api_acl_allows(app, creds.get("username"), req.peer.ip()) {
+        return Err(ApiError::unauthorized());
+    }
     let refused =
         || ApiError::Unauthorized("Could not authenticate using provided credentials".into());
     let record = app.master.mk_token(&creds).await?.ok_or_else(refused)?;
@@ -79,6 +82,36 @@ pub async fn login(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Resp
         resp.headers_mut().insert("x-auth-token", v);
     }
     Ok(resp)
+}
+
+/// rest_cherrypy's `api_acl`: `{users: {<user or *>: [<ip or *>, ...]}}`. A listed user may log
+/// in from the listed addresses; an unlisted one only through a `*` entry; no list: anyone.
+pub fn api_acl_allows(app: &SharedApp, username: Option<&Value>, ip: std::net::IpAddr) -> bool {
+    let Some(acl) = &app.settings.rest.api_acl else {
+        return true;
+    };
+    let Some(users) = acl
+        .get("users")
+        .and_then(Value::as_object)
+        .filter(|u| !u.is_empty())
+    else {
+        return true;
+    };
+    let ip = ip.to_string();
+    let permits = |list: &Value| {
+        list.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|v| v.as_str() == Some(ip.as_str()) || v.as_str() == Some("*"))
+        })
+    };
+    let allowed = match username.and_then(Value::as_str).and_then(|u| users.get(u)) {
+        Some(list) => permits(list),
+        None => users.get("*").is_some_and(permits),
+    };
+    if !allowed {
+        tracing::info!(ip = %ip, "api_acl refused a login");
+    }
+    allowed
 }
 
 /// `POST /logout`.

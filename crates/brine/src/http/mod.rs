@@ -9,6 +9,7 @@
 //! Every request is logged once (method, path without query, status, duration), never with a
 //! token, a password or a query string.
 
+pub mod access_log;
 pub mod body;
 pub mod error;
 pub mod negotiate;
@@ -16,15 +17,20 @@ pub mod routes;
 pub mod session;
 
 mod events;
+mod files;
 mod hook;
 mod index;
+mod keys;
 mod login;
+mod minions;
 pub mod server;
+mod stats;
 mod ws;
 
 pub use server::serve;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -34,12 +40,12 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::app::SharedApp;
+use crate::settings::CorsOrigin;
 use error::ApiError;
 use negotiate::{output_format, Format, NegotiationError};
 use routes::Endpoint;
 
 /// Response decorations decided while handling a request.
-#[derive(Default)]
 pub struct Ctx {
     /// `Allow` of the routed resource.
     pub allow: Option<&'static str>,
@@ -49,6 +55,8 @@ pub struct Ctx {
     pub private: bool,
     /// The user the request acted as, for the access log.
     pub user: Option<String>,
+    /// The route family, for metrics.
+    pub route: &'static str,
 }
 
 /// What a handler receives.
@@ -177,7 +185,14 @@ pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Res
         peer,
         extensions: parts.extensions,
     };
-    let mut ctx = Ctx::default();
+    let mut ctx = Ctx {
+        allow: None,
+        cookie: None,
+        private: false,
+        user: None,
+        route: "unknown",
+    };
+    app.stats.requests_in_flight.fetch_add(1, Ordering::Relaxed);
     // Errors are rendered in the negotiated format when there is one.
     let err_format = req.format().unwrap_or(Format::Json);
     let result = route(&app, &mut req, &mut ctx, &path, preflight_method.as_deref()).await;
@@ -190,7 +205,43 @@ pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Res
             e.into_response(err_format)
         }
     };
-    decorate(&mut resp, &ctx, origin);
+    decorate(
+        &mut resp,
+        &ctx,
+        origin,
+        app.settings.rest.cors_origin.as_ref(),
+    );
+    app.stats.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
+    app.stats.record_request(
+        ctx.route,
+        req.method.as_str(),
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    if let Some(log) = &app.access_log {
+        log.record(access_log::Line {
+            peer: peer.ip(),
+            user: ctx.user.clone(),
+            method: req.method.to_string(),
+            path: path.clone(),
+            status: resp.status().as_u16(),
+            size: resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+            referer: req
+                .headers
+                .get(header::REFERER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            agent: req
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        });
+    }
     tracing::info!(
         target: "brine::access",
         method = %req.method,
@@ -210,12 +261,19 @@ async fn route(
     path: &str,
     preflight_method: Option<&str>,
 ) -> Result<Response, ApiError> {
+    // rest_cherrypy's HTML override comes first, for any method (spec §1.4.3).
+    let accept = req.accept().map(str::to_owned);
+    if files::html_override(app, path, accept.as_deref()) {
+        ctx.allow = Some("GET, HEAD");
+        ctx.route = "app";
+        return files::app_page(app, files::FileReq::from(&*req), path).await;
+    }
     let endpoint = app.settings.rest.routes.resolve(path);
     if req.method == Method::OPTIONS {
         // Decision D2: the reference answers 500 after setting these; Brine answers 200.
         let mut resp = Response::new(Body::empty());
         if let Ok(r) = &endpoint {
-            ctx.allow = Some(r.endpoint.allow());
+            ctx.allow = r.endpoint.allow();
         }
         if matches!(preflight_method, Some("GET") | Some("POST")) {
             let h = resp.headers_mut();
@@ -232,7 +290,19 @@ async fn route(
         return Ok(resp);
     }
     let routes::Route { endpoint, extra } = endpoint?;
-    ctx.allow = Some(endpoint.allow());
+    ctx.allow = endpoint.allow();
+    ctx.route = endpoint.name();
+    let files_only = matches!(
+        endpoint,
+        Endpoint::App | Endpoint::Static(_) | Endpoint::Favicon
+    );
+    if let (Some(allowed), false) = (&app.settings.rest.authorized_ips, files_only) {
+        // The socket's address, never a client-supplied header (spec §7, item 13).
+        if !allowed.contains(&req.peer.ip()) {
+            tracing::warn!(peer = %req.peer.ip(), "request from an address not in authorized_ips");
+            return Err(ApiError::Forbidden("Bad IP".into()));
+        }
+    }
     if endpoint.session_enabled(&req.method) {
         // Handlers replace it with the session's own id once they know it is valid.
         ctx.cookie = Some(session::session_cookie(&session::random_id()));
@@ -244,6 +314,8 @@ async fn route(
         // session, which Brine turns into a plain 405, decision D2.)
         let class_auth = match endpoint {
             Endpoint::Hook(_) => !app.settings.rest.webhook_disable_auth,
+            Endpoint::Stats => !app.settings.rest.stats_disable_auth,
+            Endpoint::Minions(_) | Endpoint::Jobs(_) => true,
             _ => false,
         };
         if class_auth {
@@ -254,49 +326,105 @@ async fn route(
         return Err(ApiError::MethodNotAllowed);
     }
     let get = req.method == Method::GET || req.method == Method::HEAD;
-    let query = req.query.as_deref().is_some_and(|q| !q.is_empty());
-    // `/events` answers query parameters with its own 400; `/ws` reads `format_events`.
-    let own_query = matches!(endpoint, Endpoint::Events | Endpoint::Ws(_));
-    if extra || (get && query && !own_query) {
+    // Query parameters a GET handler takes: `/events` answers others with its own 400, `/ws`
+    // reads `format_events`, `/jobs` accepts `timeout`; files take any.
+    let query_ok = match &endpoint {
+        Endpoint::Events
+        | Endpoint::Ws(_)
+        | Endpoint::App
+        | Endpoint::Static(_)
+        | Endpoint::Favicon => true,
+        Endpoint::Jobs(_) => req
+            .query
+            .as_deref()
+            .is_none_or(|q| form_urlencoded::parse(q.as_bytes()).all(|(k, _)| k == "timeout")),
+        _ => req.query.as_deref().is_none_or(str::is_empty),
+    };
+    // A POST to a resource with a path argument takes none (`POST /minions/m1`).
+    let post_arg = !get
+        && matches!(
+            &endpoint,
+            Endpoint::Minions(Some(_)) | Endpoint::Jobs(Some(_)) | Endpoint::Keys(Some(_))
+        );
+    if extra || post_arg || (get && !query_ok) {
         // CherryPy finds no handler signature for these when it calls the handler, which is
         // after the auth gate of session endpoints.
-        if !get && matches!(endpoint, Endpoint::Index | Endpoint::Logout) {
+        let gated = match &endpoint {
+            Endpoint::Index | Endpoint::Logout => !get,
+            Endpoint::Minions(_) | Endpoint::Jobs(_) => true,
+            _ => false,
+        };
+        if gated {
             session::gate(app, &req.headers).await?;
         }
         return Err(ApiError::NotFound("Nothing matches the given URI".into()));
     }
     match (endpoint, get) {
         (Endpoint::Index | Endpoint::Run | Endpoint::Token, true) => index::welcome(req),
-        (Endpoint::Index, false) => index::post_lowstate(app, req, ctx).await,
+        (Endpoint::Index | Endpoint::Jobs(None), false) => {
+            index::post_lowstate(app, req, ctx).await
+        }
         (Endpoint::Run, false) => index::post_run(app, req).await,
         (Endpoint::Login, true) => login::login_prompt(req),
         (Endpoint::Login, false) => login::login(app, req, ctx).await,
         (Endpoint::Logout, _) => login::logout(app, req, ctx).await,
         (Endpoint::Token, false) => login::token(app, req).await,
+        (Endpoint::Minions(mid), true) => minions::get_minions(app, req, ctx, mid.as_deref()).await,
+        (Endpoint::Minions(_), false) => minions::post_minions(app, req, ctx).await,
+        (Endpoint::Jobs(jid), _) => minions::get_jobs(app, req, ctx, jid.as_deref()).await,
+        (Endpoint::Keys(mid), true) => keys::get_keys(app, req, ctx, mid.as_deref()).await,
+        (Endpoint::Keys(_), false) => keys::post_keys(app, req).await,
+        (Endpoint::Stats, _) => stats::stats(app, req, ctx).await,
+        (Endpoint::Metrics, _) => stats::metrics(app, req, ctx).await,
         (Endpoint::Events, _) => events::events(app, req, ctx).await,
         (Endpoint::Hook(path), _) => hook::hook(app, req, ctx, &path).await,
         (e @ (Endpoint::Ws(_) | Endpoint::AllEvents(_) | Endpoint::FormattedEvents(_)), _) => {
             ws::ws(app, req, ctx, &e).await
         }
+        (Endpoint::App, _) => files::app_page(app, files::FileReq::from(&*req), path).await,
+        (Endpoint::Static(segments), _) => {
+            files::static_file(app, files::FileReq::from(&*req), &segments, path).await
+        }
+        (Endpoint::Favicon, _) => files::favicon(app, files::FileReq::from(&*req), path).await,
     }
 }
 
 /// Adds the headers every response carries (spec §1.6).
-fn decorate(resp: &mut Response, ctx: &Ctx, origin: Option<HeaderValue>) {
+fn decorate(
+    resp: &mut Response,
+    ctx: &Ctx,
+    origin: Option<HeaderValue>,
+    cors: Option<&CorsOrigin>,
+) {
     let h = resp.headers_mut();
-    h.insert(
-        "access-control-allow-origin",
-        origin.unwrap_or_else(|| HeaderValue::from_static("*")),
-    );
-    // The reference exposes this literal (a bug clients have adapted to).
-    h.insert(
-        "access-control-expose-headers",
-        HeaderValue::from_static("GET, POST"),
-    );
-    h.insert(
-        "access-control-allow-credentials",
-        HeaderValue::from_static("true"),
-    );
+    // rest_cherrypy reflects any Origin; with `cors_origin` only allowed origins get the CORS
+    // headers (and so browsers refuse the others).
+    let allow_origin = match (cors, origin) {
+        (None, o) => Some(o.unwrap_or_else(|| HeaderValue::from_static("*"))),
+        (Some(CorsOrigin::Any), o) => Some(o.unwrap_or_else(|| HeaderValue::from_static("*"))),
+        (Some(CorsOrigin::List(list)), Some(o)) => o
+            .to_str()
+            .ok()
+            .filter(|v| list.iter().any(|allowed| allowed == v))
+            .map(|_| o.clone()),
+        (Some(CorsOrigin::List(_)), None) => None,
+    };
+    if let Some(o) = allow_origin {
+        h.insert("access-control-allow-origin", o);
+        // The reference exposes this literal (a bug clients have adapted to).
+        h.insert(
+            "access-control-expose-headers",
+            HeaderValue::from_static("GET, POST"),
+        );
+        h.insert(
+            "access-control-allow-credentials",
+            HeaderValue::from_static("true"),
+        );
+    } else {
+        h.remove("access-control-allow-methods");
+        h.remove("access-control-allow-headers");
+        h.remove("access-control-max-age");
+    }
     if let Some(allow) = ctx.allow {
         h.insert(header::ALLOW, HeaderValue::from_static(allow));
     }

@@ -13,7 +13,7 @@ use super::error::ApiError;
 /// A salt-api resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `/`: welcome (GET) and lowstate (POST).
+    /// `/` (also `/index`): welcome (GET) and lowstate (POST).
     Index,
     /// `/login`.
     Login,
@@ -23,6 +23,16 @@ pub enum Endpoint {
     Token,
     /// `/run`.
     Run,
+    /// `/minions[/<mid>]`.
+    Minions(Option<String>),
+    /// `/jobs[/<jid>]`.
+    Jobs(Option<String>),
+    /// `/keys[/<mid>]`.
+    Keys(Option<String>),
+    /// `/stats`.
+    Stats,
+    /// `/metrics` (Brine's Prometheus endpoint).
+    Metrics,
     /// `/events`: the SSE stream of the event bus.
     Events,
     /// `/hook[/<path>...]` (URL segment from `webhook_url`): fires `salt/netapi/hook/<path>`.
@@ -33,6 +43,12 @@ pub enum Endpoint {
     AllEvents(String),
     /// rest_tornado's `/formatted_events/<token>`.
     FormattedEvents(String),
+    /// `app_path` and everything below it: the configured `app` file.
+    App,
+    /// A file below `static_path` (the path segments under it).
+    Static(Vec<String>),
+    /// `/favicon.ico` when `favicon` is configured.
+    Favicon,
 }
 
 /// A resolved request path.
@@ -46,32 +62,72 @@ pub struct Route {
 }
 
 impl Endpoint {
-    /// The `Allow` header of the resource (every resource inherits `GET` from the welcome
-    /// handler in rest_cherrypy, `/logout` included).
-    pub fn allow(&self) -> &'static str {
+    /// A short name of the route family (metrics label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Endpoint::Index => "index",
+            Endpoint::Login => "login",
+            Endpoint::Logout => "logout",
+            Endpoint::Token => "token",
+            Endpoint::Run => "run",
+            Endpoint::Minions(_) => "minions",
+            Endpoint::Jobs(_) => "jobs",
+            Endpoint::Keys(_) => "keys",
+            Endpoint::Stats => "stats",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Events => "events",
+            Endpoint::Hook(_) => "hook",
+            Endpoint::Ws(_) => "ws",
+            Endpoint::AllEvents(_) => "all_events",
+            Endpoint::FormattedEvents(_) => "formatted_events",
+            Endpoint::App => "app",
+            Endpoint::Static(_) => "static",
+            Endpoint::Favicon => "favicon",
+        }
+    }
+
+    /// The `Allow` header of the resource (every lowstate resource inherits `GET` from the
+    /// welcome handler in rest_cherrypy, `/logout` included). `None`: no `Allow` header.
+    pub fn allow(&self) -> Option<&'static str> {
         match self {
             Endpoint::Events
             | Endpoint::Ws(_)
             | Endpoint::AllEvents(_)
-            | Endpoint::FormattedEvents(_) => "GET, HEAD",
-            Endpoint::Hook(_) => "POST",
-            _ => "GET, HEAD, POST",
+            | Endpoint::FormattedEvents(_)
+            | Endpoint::Stats
+            | Endpoint::Metrics
+            | Endpoint::App => Some("GET, HEAD"),
+            Endpoint::Hook(_) => Some("POST"),
+            Endpoint::Static(_) | Endpoint::Favicon => None,
+            _ => Some("GET, HEAD, POST"),
         }
     }
 
     /// Whether rest_cherrypy runs its session tool for this resource and method: then every
     /// response, errors included, refreshes the `session_id` cookie.
     pub fn session_enabled(&self, method: &Method) -> bool {
+        let get = method == Method::GET || method == Method::HEAD;
         match self {
             Endpoint::Login
             | Endpoint::Logout
             | Endpoint::Events
             | Endpoint::Hook(_)
-            | Endpoint::Ws(_) => true,
-            Endpoint::AllEvents(_) | Endpoint::FormattedEvents(_) => false,
+            | Endpoint::Ws(_)
+            | Endpoint::Minions(_)
+            | Endpoint::Jobs(_)
+            | Endpoint::Stats => true,
             // `GET /` switches sessions off; every other method of `/` has them.
-            Endpoint::Index => method != Method::GET && method != Method::HEAD,
-            Endpoint::Token | Endpoint::Run => false,
+            Endpoint::Index => !get,
+            // `POST /keys` switches them off.
+            Endpoint::Keys(_) => get,
+            Endpoint::AllEvents(_)
+            | Endpoint::FormattedEvents(_)
+            | Endpoint::Token
+            | Endpoint::Run
+            | Endpoint::Metrics
+            | Endpoint::App
+            | Endpoint::Static(_)
+            | Endpoint::Favicon => false,
         }
     }
 
@@ -84,14 +140,17 @@ impl Endpoint {
             Endpoint::Events
             | Endpoint::Ws(_)
             | Endpoint::AllEvents(_)
-            | Endpoint::FormattedEvents(_) => get,
+            | Endpoint::FormattedEvents(_)
+            | Endpoint::Stats
+            | Endpoint::Metrics
+            | Endpoint::App
+            | Endpoint::Static(_)
+            | Endpoint::Favicon => get,
             _ => get || post,
         }
     }
 }
 
-/// Resolves a request path (already without its query) against `root_prefix` (no trailing
-/// slash; empty for `/`).
 /// Where the routing table differs between deployments.
 #[derive(Clone, Debug)]
 pub struct RouteConfig {
@@ -101,6 +160,12 @@ pub struct RouteConfig {
     pub enable_sessions: bool,
     /// `webhook_url` without slashes (default `hook`).
     pub webhook: String,
+    /// `app_path` without slashes, when `app` is configured.
+    pub app: Option<String>,
+    /// `static_path` without slashes, when `static` is configured.
+    pub static_path: Option<String>,
+    /// Whether `favicon` is configured.
+    pub favicon: bool,
 }
 
 impl RouteConfig {
@@ -108,19 +173,24 @@ impl RouteConfig {
     pub fn resolve(&self, path: &str) -> Result<Route, ApiError> {
         resolve(path, self)
     }
+
+    /// The path below `root_prefix`, or `None` when the path is outside it.
+    pub fn local<'a>(&self, path: &'a str) -> Option<&'a str> {
+        if self.root_prefix.is_empty() {
+            return Some(path);
+        }
+        match path.strip_prefix(self.root_prefix.as_str()) {
+            Some(r) if r.is_empty() || r.starts_with('/') => Some(r),
+            _ => None,
+        }
+    }
 }
 
 fn resolve(path: &str, cfg: &RouteConfig) -> Result<Route, ApiError> {
-    let root_prefix = cfg.root_prefix.as_str();
     let enable_sessions = cfg.enable_sessions;
     let not_found = || ApiError::NotFound(format!("The path '{path}' was not found."));
-    let rest = if root_prefix.is_empty() {
-        path
-    } else {
-        match path.strip_prefix(root_prefix) {
-            Some(r) if r.is_empty() || r.starts_with('/') => r,
-            _ => return Err(not_found()),
-        }
+    let Some(rest) = cfg.local(path) else {
+        return Err(not_found());
     };
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let Some((first, extra)) = segments.split_first() else {
@@ -129,11 +199,24 @@ fn resolve(path: &str, cfg: &RouteConfig) -> Result<Route, ApiError> {
             extra: false,
         });
     };
-    if *first == cfg.webhook {
-        return Ok(Route {
-            endpoint: Endpoint::Hook(extra.iter().map(|s| (*s).to_owned()).collect()),
+    let route = |endpoint| {
+        Ok(Route {
+            endpoint,
             extra: false,
-        });
+        })
+    };
+    let all = || extra.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    if cfg.static_path.as_deref() == Some(*first) {
+        return route(Endpoint::Static(all()));
+    }
+    if cfg.app.as_deref() == Some(*first) {
+        return route(Endpoint::App);
+    }
+    if *first == cfg.webhook {
+        return route(Endpoint::Hook(all()));
+    }
+    if *first == "favicon.ico" && cfg.favicon && extra.is_empty() {
+        return route(Endpoint::Favicon);
     }
     // WebSocket URLs carry a token as their one extra segment.
     let token = || match extra {
@@ -141,39 +224,39 @@ fn resolve(path: &str, cfg: &RouteConfig) -> Result<Route, ApiError> {
         _ => None,
     };
     match *first {
-        "ws" if extra.is_empty() => {
-            return Ok(Route {
-                endpoint: Endpoint::Ws(None),
-                extra: false,
-            })
-        }
+        "ws" if extra.is_empty() => return route(Endpoint::Ws(None)),
         "ws" | "all_events" | "formatted_events" => {
             let Some(t) = token() else {
                 return Err(not_found());
             };
-            let endpoint = match *first {
+            return route(match *first {
                 "ws" => Endpoint::Ws(Some(t)),
                 "all_events" => Endpoint::AllEvents(t),
                 _ => Endpoint::FormattedEvents(t),
-            };
-            return Ok(Route {
-                endpoint,
-                extra: false,
             });
         }
         _ => {}
     }
-    let endpoint = match *first {
-        "events" => Endpoint::Events,
-        "login" if enable_sessions => Endpoint::Login,
-        "logout" if enable_sessions => Endpoint::Logout,
-        "token" => Endpoint::Token,
-        "run" => Endpoint::Run,
+    // Resources that take one optional path argument.
+    let arg = extra.first().map(|s| (*s).to_owned());
+    let (endpoint, takes_arg) = match *first {
+        "index" => (Endpoint::Index, false),
+        "events" => (Endpoint::Events, false),
+        "login" if enable_sessions => (Endpoint::Login, false),
+        "logout" if enable_sessions => (Endpoint::Logout, false),
+        "token" => (Endpoint::Token, false),
+        "run" => (Endpoint::Run, false),
+        "stats" => (Endpoint::Stats, false),
+        "metrics" => (Endpoint::Metrics, false),
+        "minions" if enable_sessions => (Endpoint::Minions(arg), true),
+        "jobs" if enable_sessions => (Endpoint::Jobs(arg), true),
+        "keys" => (Endpoint::Keys(arg), true),
         _ => return Err(not_found()),
     };
+    let allowed = usize::from(takes_arg);
     Ok(Route {
         endpoint,
-        extra: !extra.is_empty(),
+        extra: extra.len() > allowed,
     })
 }
 
@@ -186,6 +269,9 @@ mod tests {
             root_prefix: prefix.into(),
             enable_sessions: sessions,
             webhook: "hook".into(),
+            app: Some("app".into()),
+            static_path: Some("static".into()),
+            favicon: false,
         }
     }
 
@@ -215,5 +301,25 @@ mod tests {
         );
         assert_eq!(ep("/hook"), Ok((Endpoint::Hook(vec![]), false)));
         assert_eq!(ep("/events"), Ok((Endpoint::Events, false)));
+        assert_eq!(
+            ep("/minions/m1"),
+            Ok((Endpoint::Minions(Some("m1".into())), false))
+        );
+        assert_eq!(ep("/minions/"), Ok((Endpoint::Minions(None), false)));
+        assert_eq!(
+            ep("/minions/m1/x"),
+            Ok((Endpoint::Minions(Some("m1".into())), true))
+        );
+        assert_eq!(ep("/keys"), Ok((Endpoint::Keys(None), false)));
+        assert_eq!(ep("/index"), Ok((Endpoint::Index, false)));
+        assert_eq!(ep("/app/minions/x"), Ok((Endpoint::App, false)));
+        assert_eq!(
+            ep("/static/scripts/a.js"),
+            Ok((
+                Endpoint::Static(vec!["scripts".into(), "a.js".into()]),
+                false
+            ))
+        );
+        assert!(cfg("", false).resolve("/minions").is_err());
     }
 }
