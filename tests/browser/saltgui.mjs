@@ -251,6 +251,14 @@ function recordResponse(resp) {
     }
     e.responseHeaders = keep;
   }).catch(() => {});
+  // a sample of each JSON answer (not the event stream), for requests.json
+  const rct = resp.headers()["content-type"] || "";
+  if (e.resourceType === "fetch" && /json/.test(rct)) {
+    e._bodyPromise = resp.text().then((t) => {
+      t = t.replace(/("token"\s*:\s*")[^"]*"/g, '$1<token>"');
+      e.responseSample = t.length > 4000 ? t.slice(0, 4000) + "...(" + t.length + " chars)" : t;
+    }).catch(() => {});
+  }
   // remember what we need from some bodies
   const b = e.body;
   if (e.method === "POST" && e.path === "/" && b && typeof b === "object" && resp.status() === 200) {
@@ -286,9 +294,9 @@ async function settle(timeout = 10000) {
 }
 
 async function writeRequests() {
-  await Promise.race([Promise.all(requests.flatMap((e) => [e._headersPromise, e._respPromise].filter(Boolean))), sleep(5000)]);
+  await Promise.race([Promise.all(requests.flatMap((e) => [e._headersPromise, e._respPromise, e._bodyPromise].filter(Boolean))), sleep(5000)]);
   for (const e of requests) if (!e.foreign && !e.headers && e._provisional) setHeaders(e, e._provisional, true);
-  const clean = requests.map(({ _headersPromise, _respPromise, _t, _provisional, ...rest }) => rest);
+  const clean = requests.map(({ _headersPromise, _respPromise, _bodyPromise, _t, _provisional, ...rest }) => rest);
   // de-duplicated view
   const dedup = new Map();
   const statics = new Map();
@@ -333,6 +341,7 @@ async function writeRequests() {
     const rct = e.responseHeaders && e.responseHeaders["content-type"];
     if (rct && !d.responseContentTypes.includes(rct)) d.responseContentTypes.push(rct);
     if (e.responseHeaders && e.responseHeaders["set-cookie"]) d.setCookie = e.responseHeaders["set-cookie"];
+    if (e.responseSample && d.responseSample === undefined && e.status === 200) d.responseSample = e.responseSample;
     if (e.failure && !d.failures.includes(e.failure)) d.failures.push(e.failure);
     if (!d.steps.includes(e.step)) d.steps.push(e.step);
     if (e.page && !d.pages.includes(e.page)) d.pages.push(e.page);
@@ -380,9 +389,13 @@ async function pageDiag(page) {
   }
 }
 
+// optional files SaltGUI asks for; a 404 for them is normal
+const OPTIONAL_STATIC = new Set(["/static/salt-auth.txt", "/static/salt-motd.txt", "/static/salt-motd.html", "/static/minions.txt"]);
+
 function httpProblems(sinceSeq = 0) {
   return requests
     .filter((e) => !e.foreign && e.seq > sinceSeq && ((e.status !== null && e.status >= 400) || (e.failure && e.failure !== "net::ERR_ABORTED")))
+    .filter((e) => !(e.status === 404 && OPTIONAL_STATIC.has(e.path)))
     .map((e) => `${e.method} ${e.path}${e.query}${e.body && e.body.fun ? ` (${e.body.client} ${e.body.fun})` : ""} -> ${e.status ?? ""} ${e.failure ?? ""}`.trim());
 }
 
@@ -395,6 +408,7 @@ async function gotoMenu(page, name, wait = true) {
     await page.locator("#minimenu-top").hover();
     await page.locator(`#button-${name}2`).click();
   }
+  await page.mouse.move(5, 890); // away from the menu, so no dropdown shows in screenshots
   if (!wait) return;
   await waitFor(`page #page-${name} to become current (URL #${name})`, () =>
     page.evaluate((n) => {
@@ -789,7 +803,8 @@ async function main() {
         results.push(r);
         log(`step ${letter} (${name}): ok in ${r.seconds}s -> ${file}`);
       } catch (e) {
-        const msg = e instanceof StepError ? e.message : (e.stack || String(e)).split("\n").slice(0, 3).join(" | ");
+        const msg = (e instanceof StepError ? e.message : (e.stack || String(e)).split("\n").slice(0, 3).join(" | "))
+          .replace(/\x1b\[[0-9;]*m/g, "");
         const file = await shot(page, `${name}-FAILED`);
         const d = await pageDiag(page);
         results.push({ name, ok: false, seconds: Number(((Date.now() - s0) / 1000).toFixed(2)), screenshot: file ? path.resolve(file) : null, error: msg });
@@ -806,7 +821,8 @@ async function main() {
       if (d.popup) lines.push(`  command box: ${d.popup.replace(/\n/g, "\n    ")}`);
       lines.push(`  page shows: ${(d.text || d.error || "").replace(/\n/g, "\n    ")}`);
       if (http.length) lines.push(`  HTTP problems during the step:\n    ${http.join("\n    ")}`);
-      if (cons.length) lines.push(`  browser console errors during the step:\n    ${cons.slice(0, 10).join("\n    ")}`);
+      const cons2 = cons.filter((c) => !/status of 404/.test(c) || http.some((h) => / -> 404/.test(h)));
+      if (cons2.length) lines.push(`  browser console errors during the step:\n    ${cons2.slice(0, 10).join("\n    ")}`);
       process.stderr.write(lines.join("\n") + "\n");
       log(`FAILED step ${letter} (${name}): ${msg}`);
     }

@@ -94,6 +94,9 @@ pub struct BrineSettings {
     pub hook_redact_auth_headers: bool,
     /// Serve `/metrics` without a session.
     pub metrics_disable_auth: bool,
+    /// Run the `ssh` client (through the master's `ssh.cmd` runner) when it is also in
+    /// `netapi_enable_clients`.
+    pub enable_ssh: bool,
 }
 
 /// Everything Brine needs, read once at startup.
@@ -183,6 +186,7 @@ impl Settings {
                 events_query_token: b.boolean("events_query_token", false)?,
                 hook_redact_auth_headers: b.boolean("hook_redact_auth_headers", true)?,
                 metrics_disable_auth: b.boolean("metrics_disable_auth", false)?,
+                enable_ssh: b.boolean("enable_ssh", false)?,
             },
             None => BrineSettings {
                 pool_size: default_pool as usize,
@@ -196,6 +200,7 @@ impl Settings {
                 events_query_token: false,
                 hook_redact_auth_headers: true,
                 metrics_disable_auth: false,
+                enable_ssh: false,
             },
         };
         Ok(Settings {

@@ -23,18 +23,18 @@ use crate::jid::{gen_jid, is_jid};
 use crate::lowstate::truthy;
 
 /// A parsed `local` chunk (`LocalClient.cmd`'s parameters; everything else is `kwargs`).
-struct LocalCall {
-    tgt: Value,
-    fun: Value,
-    arg: Vec<Value>,
-    tgt_type: String,
-    ret: String,
-    jid: String,
-    timeout: Duration,
-    gather_job_timeout: Duration,
-    full_return: bool,
+pub(super) struct LocalCall {
+    pub(super) tgt: Value,
+    pub(super) fun: Value,
+    pub(super) arg: Vec<Value>,
+    pub(super) tgt_type: String,
+    pub(super) ret: String,
+    pub(super) jid: String,
+    pub(super) timeout: Duration,
+    pub(super) gather_job_timeout: Duration,
+    pub(super) full_return: bool,
     /// Every other chunk key, credentials included: travels as the publish `kwargs`.
-    kwargs: Map<String, Value>,
+    pub(super) kwargs: Map<String, Value>,
 }
 
 /// `LocalClient._get_timeout`: an int or a numeric string, anything else the master default.
@@ -75,7 +75,7 @@ fn value_text(v: Value) -> String {
 }
 
 impl LocalCall {
-    fn parse(app: &App, mut chunk: Map<String, Value>) -> Result<LocalCall, ApiError> {
+    pub(super) fn parse(app: &App, mut chunk: Map<String, Value>) -> Result<LocalCall, ApiError> {
         let opts = &app.settings.master;
         // `LocalClient.cmd(tgt, fun, ...)` without them is a TypeError in Python: a 500.
         let tgt = chunk.remove("tgt").ok_or(ApiError::Internal)?;
@@ -137,7 +137,7 @@ impl LocalCall {
         })
     }
 
-    fn publish_load(&self) -> Map<String, Value> {
+    pub(super) fn publish_load(&self) -> Map<String, Value> {
         let mut load = Map::new();
         load.insert("tgt".into(), self.tgt.clone());
         load.insert("fun".into(), self.fun.clone());
@@ -178,7 +178,7 @@ fn resolve_nodegroup(app: &App, tgt: Value, tgt_type: String) -> (Value, String)
 }
 
 /// The publish reply's minion list; `None` when the target matched nothing.
-fn matched(reply: &Value) -> Option<(String, Vec<String>, Vec<String>)> {
+pub(super) fn matched(reply: &Value) -> Option<(String, Vec<String>, Vec<String>)> {
     let jid = reply.get("jid")?.as_str()?.to_owned();
     let list = |k: &str| -> Vec<String> {
         reply
@@ -211,19 +211,53 @@ pub async fn local_async(app: &App, chunk: Map<String, Value>) -> Result<Value, 
 /// `local` (`LocalClient.cmd`): the minions' returns.
 pub async fn local(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
     let call = LocalCall::parse(app, chunk)?;
+    match run_and_gather(app, &call).await? {
+        None => Ok(json!({})),
+        Some(job) => Ok(cmd_result(app, &call, job).await),
+    }
+}
+
+/// A published job and what its minions returned.
+pub(super) struct Job {
+    /// The job id.
+    pub(super) jid: String,
+    /// The minions the publish named.
+    pub(super) minions: Vec<String>,
+    /// What came back.
+    pub(super) gathered: Gathered,
+}
+
+/// Publishes `call` (registered for its events first) and gathers the returns with Salt's
+/// rules. `None` when the target matched no minion.
+pub(super) async fn run_and_gather(app: &App, call: &LocalCall) -> Result<Option<Job>, ApiError> {
     // Salt's LocalClient refuses to publish without its event subscription, too.
     app.bus_ready().await?;
     let mut watch = app.hub.watch(&call.jid);
     let reply = app.master.publish(call.publish_load()).await?;
     let Some((jid, minions, missing)) = matched(&reply) else {
-        return Ok(json!({}));
+        return Ok(None);
     };
     if jid != call.jid {
         // The master chose another jid (a passed jid is normally kept): follow it.
         tracing::warn!(ours = %call.jid, theirs = %jid, "master replaced the job id");
         watch = app.hub.watch(&jid);
     }
-    let gathered = gather(app, &call, &jid, &minions, missing, watch).await;
+    let gathered = gather(app, call, &jid, &minions, missing, watch).await;
+    Ok(Some(Job {
+        jid,
+        minions,
+        gathered,
+    }))
+}
+
+/// `LocalClient.cmd`'s result: each minion's return (or full return), Salt's "did not return"
+/// text for the silent ones, `false` for ids that produced nothing at all.
+pub(super) async fn cmd_result(app: &App, call: &LocalCall, job: Job) -> Value {
+    let Job {
+        jid,
+        minions,
+        gathered,
+    } = job;
     let failed: Vec<String> = gathered.failed.clone();
     let reasons = if failed.is_empty() {
         HashSet::new()
@@ -264,7 +298,7 @@ pub async fn local(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiErr
     for id in minions {
         out.entry(id).or_insert(Value::Bool(false));
     }
-    Ok(Value::Object(out))
+    Value::Object(out)
 }
 
 /// Drives Salt's gathering rules ([`Gather`]) with the job's events and probes.
@@ -319,7 +353,7 @@ async fn gather(
 }
 
 /// Publishes one `saltutil.find_job` probe to `pending` and returns the watch on its jid.
-async fn find_job(
+pub(super) async fn find_job(
     app: &App,
     call: &LocalCall,
     jid: &str,

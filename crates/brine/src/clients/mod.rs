@@ -1,11 +1,15 @@
-//! The lowstate clients, one module each: [`local`] (`local`, `local_async`), [`runner`]
-//! (`runner`, `runner_async`) and [`wheel`] (`wheel`, `wheel_async`). Each turns a checked
+//! The lowstate clients, one module each: [`local`] (`local`, `local_async`, with Salt's
+//! gathering rules in [`gather`]), [`batch`] (`local_batch`), [`subset`] (`local_subset`),
+//! [`runner`] (`runner`, `runner_async`), [`wheel`] (`wheel`, `wheel_async`) and [`ssh`]. Each turns a checked
 //! chunk into the clear commands Salt's own Python client would send, with the caller's token
 //! or eauth credentials, and shapes the result as rest_cherrypy returns it.
 
+pub mod batch;
 pub mod gather;
 pub mod local;
 pub mod runner;
+pub mod ssh;
+pub mod subset;
 pub mod wheel;
 
 use serde_json::{Map, Value};
@@ -28,12 +32,9 @@ pub async fn dispatch(
         Client::RunnerAsync => one(runner::runner_async(app, chunk).await?),
         Client::Wheel => one(wheel::wheel(app, chunk).await?),
         Client::WheelAsync => one(wheel::wheel_async(app, chunk).await?),
-        Client::LocalBatch | Client::LocalSubset | Client::Ssh => {
-            Err(ApiError::BadRequest(format!(
-                "Client '{}' is not available in this Brine release yet.",
-                client.name()
-            )))
-        }
+        Client::LocalBatch => batch::local_batch(app, chunk).await,
+        Client::LocalSubset => one(subset::local_subset(app, chunk).await?),
+        Client::Ssh => one(ssh::ssh(app, chunk).await?),
         // Listed by `GET /` for compatibility; never a command (spec §7, item 4).
         Client::Destroy => Err(ApiError::BadRequest(
             "Invalid client specified: 'destroy'".into(),
