@@ -355,7 +355,9 @@ async fn route(
             _ => false,
         };
         if gated {
-            session::gate(app, &req.headers).await?;
+            let s = session::gate(app, &req.headers).await?;
+            ctx.cookie = Some(session::session_cookie(&s.token));
+            ctx.private = true;
         }
         return Err(ApiError::NotFound("Nothing matches the given URI".into()));
     }
