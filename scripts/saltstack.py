@@ -8,7 +8,7 @@ Usage (normally with the project venv's python, see scripts/salt-venv):
     saltstack.py start --root DIR [--minions 2] [--transport zeromq|tcp]
                        [--ipc-mode ipc|tcp] [--reference cherrypy[,tornado]]
                        [--brine-port PORT] [--watch-pid PID] [--timeout 90]
-                       [--extra-config YAML] [--no-netapi-marker]
+                       [--extra-config YAML] [--rest-extra YAML] [--no-netapi-marker]
     saltstack.py stop --root DIR [--grace 10]
     saltstack.py stop-master --root DIR
     saltstack.py start-master --root DIR [--timeout 90] [--recover-after 15]
@@ -950,6 +950,13 @@ def cmd_start(args):
             if not isinstance(extra, dict):
                 raise StackError("--extra-config must be a YAML mapping")
             mcfg.update(extra)
+        if args.rest_extra:
+            import yaml  # from the Salt venv
+
+            extra = yaml.safe_load(args.rest_extra) or {}
+            if not isinstance(extra, dict):
+                raise StackError("--rest-extra must be a YAML mapping")
+            mcfg["rest_cherrypy"].update(extra)
         write_atomic(paths.master_config, "# written by scripts/saltstack.py\n" + to_yaml(mcfg))
         for mid in minions:
             write_atomic(
@@ -1252,6 +1259,8 @@ def main(argv=None):
     p.add_argument("--reference", default="", help="also start Python salt-api: cherrypy[,tornado]")
     p.add_argument("--brine-port", type=int, help="port recorded for Brine (default: a free one)")
     p.add_argument("--watch-pid", type=int, help="stop the whole stack when this pid exits")
+    p.add_argument("--rest-extra", default="",
+                   help="YAML mapping merged into the generated rest_cherrypy block (app, static, ssl_crt, ...)")
     p.add_argument("--extra-config", default="",
                    help="YAML mapping of master options that replace the generated ones (top-level keys)")
     p.add_argument("--no-netapi-marker", action="store_true",

@@ -71,6 +71,9 @@ pub struct StackOpts {
     pub transport: &'static str,
     /// `ipc_mode` of the master (`ipc` or `tcp`).
     pub ipc_mode: &'static str,
+    /// Options merged into the `rest_cherrypy` block (YAML mapping), for Brine and the
+    /// reference alike.
+    pub rest_extra: String,
 }
 
 impl Default for StackOpts {
@@ -81,6 +84,7 @@ impl Default for StackOpts {
             extra_config: "",
             transport: "zeromq",
             ipc_mode: "ipc",
+            rest_extra: String::new(),
         }
     }
 }
@@ -119,6 +123,9 @@ fn start(opts: StackOpts) -> Stack {
     }
     if !opts.extra_config.is_empty() {
         cmd.args(["--extra-config", opts.extra_config]);
+    }
+    if !opts.rest_extra.is_empty() {
+        cmd.args(["--rest-extra", &opts.rest_extra]);
     }
     cmd.stderr(Stdio::inherit());
     run(&mut cmd);
