@@ -766,14 +766,22 @@ def port_open(port, host="127.0.0.1"):
 
 
 def http_answers(port):
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=3) as r:
-            r.read()
-        return True
-    except urllib.error.HTTPError:
-        return True  # any HTTP status means the server is up
-    except (OSError, ValueError):
-        return False
+    """Whether something answers HTTP (or HTTPS, certificate unchecked) on the port."""
+    import ssl
+
+    unchecked = ssl.create_default_context()
+    unchecked.check_hostname = False
+    unchecked.verify_mode = ssl.CERT_NONE
+    for url, ctx in (("http://127.0.0.1:%d/" % port, None), ("https://127.0.0.1:%d/" % port, unchecked)):
+        try:
+            with urllib.request.urlopen(url, timeout=3, context=ctx) as r:
+                r.read()
+            return True
+        except urllib.error.HTTPError:
+            return True  # any HTTP status means the server is up
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def salt_ping(venv, paths, t=5):

@@ -26,6 +26,8 @@ pub enum ApiError {
     Forbidden(String),
     /// 404 with a message.
     NotFound(String),
+    /// 404 with no body: a path outside `root_prefix`, where CherryPy has nothing mounted.
+    NotMounted,
     /// 405 (the caller adds `Allow`).
     MethodNotAllowed,
     /// 406 for a request body type salt-api does not read.
@@ -59,7 +61,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NotMounted => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedContentType | ApiError::NotAcceptable(_) => {
                 StatusCode::NOT_ACCEPTABLE
@@ -78,6 +80,7 @@ impl ApiError {
             | ApiError::Unauthorized(m)
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m) => m.clone(),
+            ApiError::NotMounted => String::new(),
             ApiError::MethodNotAllowed => "Specified method is invalid for this resource".into(),
             ApiError::UnsupportedContentType => "Content type not supported".into(),
             ApiError::NotAcceptable(accept) => format!(
@@ -110,6 +113,11 @@ impl ApiError {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static(format.content_type()),
                 );
+                resp
+            }
+            ApiError::NotMounted => {
+                let mut resp = Response::new(axum::body::Body::empty());
+                *resp.status_mut() = status;
                 resp
             }
             other => html_error(status, &other.message()),

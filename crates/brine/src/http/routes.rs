@@ -190,7 +190,7 @@ fn resolve(path: &str, cfg: &RouteConfig) -> Result<Route, ApiError> {
     let enable_sessions = cfg.enable_sessions;
     let not_found = || ApiError::NotFound(format!("The path '{path}' was not found."));
     let Some(rest) = cfg.local(path) else {
-        return Err(not_found());
+        return Err(ApiError::NotMounted);
     };
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let Some((first, extra)) = segments.split_first() else {
@@ -293,7 +293,10 @@ mod tests {
             cfg("/api", true).resolve("/api/login").map(|r| r.endpoint),
             Ok(Endpoint::Login)
         );
-        assert!(cfg("/api", true).resolve("/apix/login").is_err());
+        assert_eq!(
+            cfg("/api", true).resolve("/apix/login"),
+            Err(ApiError::NotMounted)
+        );
         assert!(cfg("", false).resolve("/login").is_err());
         assert_eq!(
             ep("/hook/a/b"),

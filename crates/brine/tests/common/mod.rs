@@ -134,9 +134,14 @@ fn start(opts: StackOpts) -> Stack {
             .unwrap_or_else(|e| panic!("stack.json: {e}"));
     let brine_port = info["brine_port"].as_u64().unwrap_or(0);
     let cherry_port = info["cherrypy_port"].as_u64().unwrap_or(0);
+    let scheme = if opts.rest_extra.contains("disable_ssl: false") {
+        "https"
+    } else {
+        "http"
+    };
     let stack = Stack {
-        brine: format!("http://127.0.0.1:{brine_port}"),
-        cherry: format!("http://127.0.0.1:{cherry_port}"),
+        brine: format!("{scheme}://127.0.0.1:{brine_port}"),
+        cherry: format!("{scheme}://127.0.0.1:{cherry_port}"),
         root,
         info,
         venv,
@@ -195,9 +200,12 @@ impl Stack {
         let deadline = Instant::now() + Duration::from_secs(20);
         let url = format!("{}/", self.brine);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(url.trim_start_matches("http://").trim_end_matches('/'))
-                .is_ok()
-            {
+            let hostport = url
+                .split("://")
+                .nth(1)
+                .unwrap_or(&url)
+                .trim_end_matches('/');
+            if std::net::TcpStream::connect(hostport).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -211,6 +219,10 @@ impl Stack {
     /// rest_cherrypy sometimes fails the very first logins when several arrive at once (its
     /// lazy setup races; observed as a 500). One login before the tests start avoids that.
     fn warm_up_reference(&self) {
+        if self.cherry.starts_with("https://") {
+            // (Plain-socket warm-up only; TLS stacks are used by one test at a time.)
+            return;
+        }
         let body = serde_json::to_vec(&self.creds()).unwrap_or_default();
         let addr = self.cherry.trim_start_matches("http://").to_owned();
         for _ in 0..5 {
@@ -350,13 +362,21 @@ impl Resp {
     }
 }
 
+/// A CA certificate (PEM) the test client trusts, for stacks serving TLS. Set it before the
+/// first request of the test binary.
+pub static TRUSTED_PEM: OnceLock<Vec<u8>> = OnceLock::new();
+
 fn client() -> &'static reqwest::Client {
     static C: OnceLock<reqwest::Client> = OnceLock::new();
     C.get_or_init(|| {
         // No idle pool: every #[tokio::test] has its own runtime, and a pooled connection
         // would outlive the runtime that drives it.
-        reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
+        let mut b = reqwest::Client::builder();
+        if let Some(pem) = TRUSTED_PEM.get() {
+            let cert = reqwest::Certificate::from_pem(pem).unwrap_or_else(|e| panic!("{e}"));
+            b = b.add_root_certificate(cert);
+        }
+        b.pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(120))
             .build()
