@@ -107,7 +107,10 @@ async fn tls_root_prefix_app_and_static_match_the_reference() {
         let b = send(&st.brine, &Req::get(path).header("Accept", "*/*")).await;
         assert!(matches!(b.status, 403 | 404), "{path}: {}", b.status);
         let text = b.text();
-        assert!(!text.contains("PRIVATE KEY") && !text.contains("brine test app"), "{path}");
+        assert!(
+            !text.contains("PRIVATE KEY") && !text.contains("brine test app"),
+            "{path}"
+        );
     }
     // The override really served the app and logged nobody in.
     let b = send(
