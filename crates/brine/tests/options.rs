@@ -45,7 +45,9 @@ fn st() -> &'static Stack {
             "{{disable_ssl: false, ssl_crt: '{d}/tls.crt', ssl_key: '{d}/tls.key', root_prefix: /api, \
               app: '{d}/index.html', app_path: /ui, static: '{d}/static', static_path: /assets, \
               max_request_body_size: 2000, collect_stats: true, \
-              cors_origin: 'https://allowed.example', log_access_file: '{d}/access.log'}}"
+              cors_origin: 'https://allowed.example', log_access_file: '{d}/access.log', \
+              ssl_chain: '{d}/tls.crt', authorized_ips: ['127.0.0.1'], \
+              api_acl: {{users: {{saltdev: ['*'], limited: ['127.0.0.2']}}}}}}"
         ),
         ..StackOpts::default()
     })
@@ -218,4 +220,38 @@ async fn access_log_has_no_tokens_or_query_strings() {
         !st.brine_log().contains(&token),
         "the token in Brine's own log"
     );
+}
+
+#[tokio::test]
+async fn api_acl_and_authorized_ips_match_the_reference() {
+    let st = st();
+    // `limited` may only log in from 127.0.0.2: refused from here, by both.
+    let limited = json!({"username": "limited", "password": "x", "eauth": "auto"});
+    let (b, c) = both(st, &Req::post_json("/api/login", &limited)).await;
+    assert_eq!((b.status, c.status), (401, 401));
+    assert_eq!(shape(&b).body, shape(&c).body);
+    // A client whose address is not in authorized_ips gets 403 `Bad IP` from both.
+    let pem = TRUSTED_PEM.get().cloned().unwrap_or_default();
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&pem).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let token_b = login(&format!("{}/api", st.brine), &st.creds()).await;
+    let token_c = login(&format!("{}/api", st.cherry), &st.creds()).await;
+    for (base, token) in [(&st.brine, &token_b), (&st.cherry, &token_c)] {
+        let r = other
+            .post(format!("{base}/api/"))
+            .header("X-Auth-Token", token.as_str())
+            .header("Accept", "application/json")
+            .json(&json!({"client": "local", "tgt": "m1", "fun": "test.ping"}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), 403, "{base}");
+        let text = r.text().await.unwrap_or_default();
+        assert_eq!(html_parts(&text)["message"], "Bad IP", "{base}");
+    }
 }

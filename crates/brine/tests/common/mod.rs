@@ -217,7 +217,8 @@ impl Stack {
     }
 
     /// rest_cherrypy sometimes fails the very first logins when several arrive at once (its
-    /// lazy setup races; observed as a 500). One login before the tests start avoids that.
+    /// lazy setup races; observed as a 500). One request that authenticates (`/token`, which
+    /// every configuration has) before the tests start avoids that.
     fn warm_up_reference(&self) {
         if self.cherry.starts_with("https://") {
             // (Plain-socket warm-up only; TLS stacks are used by one test at a time.)
@@ -227,7 +228,7 @@ impl Stack {
         let addr = self.cherry.trim_start_matches("http://").to_owned();
         for _ in 0..5 {
             let req = format!(
-                "POST /login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+                "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
                  Accept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
