@@ -20,6 +20,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::http::negotiate::to_python_json;
+use crate::lowstate::string_list;
 
 /// Which server's format to produce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,16 +223,7 @@ impl SaltInfo {
     }
 
     fn presence(&mut self, data: &Value, out: &mut Output) {
-        let ids = |k: &str| -> Vec<String> {
-            data.get(k)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let ids = |k: &str| string_list(data.get(k));
         let present = ids("present");
         let mut changed = false;
         let dropped: Vec<String> = match self.flavor {

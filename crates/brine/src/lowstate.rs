@@ -104,6 +104,17 @@ pub fn truthy(v: &Value) -> bool {
     }
 }
 
+/// The strings of a JSON list (other items and non-lists are ignored).
+pub fn string_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `str(value)` as Python prints it in error messages.
 pub fn python_str(v: Option<&Value>) -> String {
     match v {

@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::{json, Map, Value};
 use tokio::time::{Duration, Instant};
 
-use super::local::{matched, run_and_gather, LocalCall};
+use super::local::{discover, matched, LocalCall};
 use super::AUTH_KEYS;
 use crate::app::App;
 use crate::http::error::ApiError;
@@ -78,13 +78,7 @@ pub async fn local_batch(app: &App, mut chunk: Map<String, Value>) -> Result<Vec
     let call = LocalCall::parse(app, chunk.clone())?;
 
     // 1. Discovery.
-    let mut ping = chunk.clone();
-    ping.insert("fun".into(), json!("test.ping"));
-    for k in ["arg", "kwarg", "jid", "full_return", "ret"] {
-        ping.remove(k);
-    }
-    let ping_call = LocalCall::parse(app, ping)?;
-    let Some(found) = run_and_gather(app, &ping_call).await? else {
+    let Some(found) = discover(app, &chunk, "test.ping").await? else {
         return Ok(Vec::new());
     };
     let up: Vec<String> = found

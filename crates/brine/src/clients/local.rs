@@ -20,7 +20,7 @@ use crate::app::App;
 use crate::http::error::ApiError;
 use crate::hub::{HubMsg, JidWatch};
 use crate::jid::{gen_jid, is_jid};
-use crate::lowstate::truthy;
+use crate::lowstate::{string_list, truthy};
 
 /// A parsed `local` chunk (`LocalClient.cmd`'s parameters; everything else is `kwargs`).
 pub(super) struct LocalCall {
@@ -180,22 +180,11 @@ fn resolve_nodegroup(app: &App, tgt: Value, tgt_type: String) -> (Value, String)
 /// The publish reply's minion list; `None` when the target matched nothing.
 pub(super) fn matched(reply: &Value) -> Option<(String, Vec<String>, Vec<String>)> {
     let jid = reply.get("jid")?.as_str()?.to_owned();
-    let list = |k: &str| -> Vec<String> {
-        reply
-            .get(k)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let minions = list("minions");
+    let minions = string_list(reply.get("minions"));
     if minions.is_empty() {
         return None;
     }
-    Some((jid, minions, list("missing")))
+    Some((jid, minions, string_list(reply.get("missing"))))
 }
 
 /// `local_async` (`LocalClient.run_job`): `{"jid", "minions"}`, or `{}` when nothing matched.
@@ -215,6 +204,22 @@ pub async fn local(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiErr
         None => Ok(json!({})),
         Some(job) => Ok(cmd_result(app, &call, job).await),
     }
+}
+
+/// Runs `fun` without arguments on the chunk's target (Salt's discovery step of batch and
+/// subset runs), with the chunk's credentials and timeouts. `None`: nothing matched.
+pub(super) async fn discover(
+    app: &App,
+    chunk: &Map<String, Value>,
+    fun: &str,
+) -> Result<Option<Job>, ApiError> {
+    let mut probe = chunk.clone();
+    probe.insert("fun".into(), json!(fun));
+    for k in ["arg", "kwarg", "jid", "full_return", "ret"] {
+        probe.remove(k);
+    }
+    let call = LocalCall::parse(app, probe)?;
+    run_and_gather(app, &call).await
 }
 
 /// A published job and what its minions returned.

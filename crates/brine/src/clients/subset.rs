@@ -9,7 +9,7 @@
 use rand::seq::SliceRandom;
 use serde_json::{json, Map, Value};
 
-use super::local::{cmd_result, run_and_gather, LocalCall};
+use super::local::{cmd_result, discover, run_and_gather, LocalCall};
 use crate::app::App;
 use crate::http::error::ApiError;
 
@@ -44,13 +44,7 @@ pub async fn local_subset(app: &App, mut chunk: Map<String, Value>) -> Result<Va
     chunk.remove("cli");
     let call = LocalCall::parse(app, chunk.clone())?;
     // Step 1: which minions of the target have the function.
-    let mut probe = chunk.clone();
-    probe.insert("fun".into(), json!("sys.list_functions"));
-    for k in ["arg", "kwarg", "jid", "full_return", "ret"] {
-        probe.remove(k);
-    }
-    let probe_call = LocalCall::parse(app, probe)?;
-    let Some(listed) = run_and_gather(app, &probe_call).await? else {
+    let Some(listed) = discover(app, &chunk, "sys.list_functions").await? else {
         return Ok(json!({}));
     };
     let mut candidates: Vec<(String, Value)> = listed

@@ -43,16 +43,22 @@ pub async fn get_keys(
     if let Some(t) = token {
         chunk["token"] = json!(t);
     }
+    let ret = wheel_return(app, chunk).await?;
+    Ok(ok(format, StatusCode::OK, &json!({"return": ret})))
+}
+
+/// Runs one wheel chunk (its own credentials) and returns the wheel function's return
+/// (`data.return` of the reply; `{}` when there is none, as rest_cherrypy reads it).
+async fn wheel_return(app: &SharedApp, chunk: Value) -> Result<Value, ApiError> {
     let first = lowstate::execute(app, vec![chunk], &Exec::default())
         .await?
         .into_iter()
         .next()
         .unwrap_or(Value::Null);
-    let ret = first
+    Ok(first
         .pointer("/data/return")
         .cloned()
-        .unwrap_or_else(|| json!({}));
-    Ok(ok(format, StatusCode::OK, &json!({"return": ret})))
+        .unwrap_or_else(|| json!({})))
 }
 
 /// Python's `tarfile` output for the two key files.
@@ -95,15 +101,7 @@ pub async fn post_keys(app: &SharedApp, req: &mut Req) -> Result<Response, ApiEr
     chunk.insert("id_".into(), mid);
     chunk.insert("client".into(), json!("wheel"));
     chunk.insert("fun".into(), json!("key.gen_accept"));
-    let first = lowstate::execute(app, vec![Value::Object(chunk)], &Exec::default())
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or(Value::Null);
-    let ret = first
-        .pointer("/data/return")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
+    let ret = wheel_return(app, Value::Object(chunk)).await?;
     let text = |k: &str| ret.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
     let archive = key_tar(&text("pub"), &text("priv"))?;
     let mut resp = Response::new(Body::from(archive));

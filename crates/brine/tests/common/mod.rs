@@ -385,6 +385,18 @@ fn client() -> &'static reqwest::Client {
     })
 }
 
+/// Response headers as (lower-case name, value) pairs.
+fn header_list(h: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Sends `req` to the server at `base`.
 pub async fn send(base: &str, req: &Req) -> Resp {
     let mut b = client().request(req.method.clone(), format!("{base}{}", req.path));
@@ -399,16 +411,7 @@ pub async fn send(base: &str, req: &Req) -> Resp {
         .await
         .unwrap_or_else(|e| panic!("{} {base}{}: {e}", req.method, req.path));
     let status = r.status().as_u16();
-    let headers = r
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                v.to_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
+    let headers = header_list(r.headers());
     let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
     Resp {
         status,
@@ -714,16 +717,7 @@ pub async fn open_sse(base: &str, headers: &[(&str, &str)]) -> SseStream {
         .await
         .unwrap_or_else(|e| panic!("GET {base}/events: {e}"));
     let status = r.status().as_u16();
-    let hdrs = r
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                v.to_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
+    let hdrs = header_list(r.headers());
     let (tx, events) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         if status != 200 {
