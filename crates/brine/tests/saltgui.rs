@@ -4,7 +4,8 @@
 //! log out. Screenshots are kept in `target/test-artifacts/saltgui/`.
 //!
 //! `scripts/browser-deps` installs what it needs (Debian's chromium, npm playwright-core).
-//! Where ../shared/clients is absent the test says so loudly and does nothing else.
+//! Where SaltGUI's copy is absent (`$BRINE_SALTGUI_DIR`, ../shared/clients beside the checkout,
+//! or /work/shared/clients) the test says so loudly and does nothing else.
 
 mod common;
 
@@ -13,8 +14,19 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
+/// SaltGUI's copy: `$BRINE_SALTGUI_DIR`, else `../shared/clients/saltgui` beside the checkout,
+/// else `/work/shared/clients/saltgui` (where the project's shared files live).
 fn saltgui_dir() -> PathBuf {
-    repo().join("../shared/clients/saltgui")
+    if let Some(d) = std::env::var_os("BRINE_SALTGUI_DIR") {
+        return PathBuf::from(d);
+    }
+    [
+        repo().join("../shared/clients/saltgui"),
+        PathBuf::from("/work/shared/clients/saltgui"),
+    ]
+    .into_iter()
+    .find(|d| d.join("index.html").is_file())
+    .unwrap_or_else(|| repo().join("../shared/clients/saltgui"))
 }
 
 #[test]
