@@ -12,7 +12,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::SharedApp;
@@ -65,6 +64,15 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    // Plain connections speak HTTP/1.1 only (as rest_cherrypy): hyper's own HTTP/1 server,
+    // without the protocol sniffing of the auto builder, whose 24-byte first read makes hyper
+    // grow every connection's read buffer to 16 KiB. TLS connections pick HTTP/2 or 1.1 by
+    // ALPN through the auto builder.
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(64 * 1024);
+    let h1 = Arc::new(h1);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -72,7 +80,8 @@ pub async fn serve(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(64 * 1024);
     let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let stopping = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -96,21 +105,41 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let app = app.clone();
             let kill = conn_kill.clone();
-            async move {
+            // Boxed: hyper keeps room for one in-flight service future per connection for
+            // the connection's whole life, and the handler's future is several KiB.
+            Box::pin(async move {
                 let mut req = req.map(Body::new);
                 req.extensions_mut().insert(ConnKill(kill));
                 Ok::<_, std::convert::Infallible>(super::handle(app, req, peer).await)
-            }
+            })
+                as std::pin::Pin<
+                    Box<
+                        dyn std::future::Future<
+                                Output = Result<axum::response::Response, std::convert::Infallible>,
+                            > + Send,
+                    >,
+                >
         });
         let builder = builder.clone();
+        let h1 = h1.clone();
         let acceptor = tls.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let io = match acceptor {
-                None => Either::Left(stream),
-                Some(acceptor) => {
-                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => Either::Right(s),
+        let stopping = stopping.clone();
+        // Two separately spawned futures: a task's size is that of its largest state, and
+        // the TLS path (handshake, HTTP/2) is much larger than a plain HTTP/1 connection.
+        match acceptor {
+            None => {
+                tracker.spawn(async move {
+                    let conn = h1
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    drive(conn, |c| c.graceful_shutdown(), kill, stopping, peer).await;
+                });
+            }
+            Some(acceptor) => {
+                tracker.spawn(async move {
+                    let accept = acceptor.accept(stream);
+                    let io = match tokio::time::timeout(HEADER_READ_TIMEOUT, accept).await {
+                        Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
                             return;
@@ -119,26 +148,55 @@ pub async fn serve(
                             tracing::debug!(peer = %peer, "TLS handshake timed out");
                             return;
                         }
-                    }
-                }
-            };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            let conn = watcher.watch(conn.into_owned());
-            tokio::select! {
-                done = conn => if let Err(e) = done {
-                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-                },
-                _ = kill.cancelled() => {
-                    tracing::debug!(peer = %peer, "connection dropped by Brine");
-                }
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                    drive(conn, |c| c.graceful_shutdown(), kill, stopping, peer).await;
+                });
             }
-        });
+        }
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(10)) => {
-            tracing::warn!("connections still open after 10 s; stopping anyway");
+    // Connections finish their current request and close; streams are cut after 10 s.
+    stopping.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 10 s; stopping anyway");
+    }
+}
+
+/// Runs one connection until it ends, Brine drops it (`kill`), or the server stops
+/// (`stopping`: the connection is asked to finish its current request and close).
+async fn drive<C, E>(
+    conn: C,
+    graceful: impl Fn(std::pin::Pin<&mut C>),
+    kill: CancellationToken,
+    stopping: CancellationToken,
+    peer: SocketAddr,
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut asked = false;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = kill.cancelled() => {
+                tracing::debug!(peer = %peer, "connection dropped by Brine");
+                return;
+            }
+            _ = stopping.cancelled(), if !asked => {
+                asked = true;
+                graceful(conn.as_mut());
+            }
         }
     }
 }
