@@ -1,0 +1,100 @@
+//! Job and runner returns as the master publishes them, collected from the driver's own bus
+//! subscription so that a scenario can wait for "every minion answered" no matter which
+//! target started the job.
+//!
+//! Every `salt/job/<jid>/ret/<minion>` and `salt/run/<jid>/ret` seen while the collector runs
+//! is kept by jid, so a return that arrives before the caller learns its jid (a fast minion
+//! races the HTTP reply) is not missed. Waiters take their entries out when they are done; the
+//! collector lives for one driver run only, so what nobody takes is bounded by that run.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use salt_wire::event::{BusAddr, Subscription};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+/// Returns seen so far, by jid: (minion id or `""` for a runner, event data).
+type Seen = HashMap<String, Vec<(String, Value)>>;
+
+/// The collector (see the module notes).
+pub struct Returns {
+    seen: Mutex<Seen>,
+    changed: Notify,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Returns {
+    /// Subscribes to the bus at `addr` and starts collecting.
+    pub async fn start(addr: &BusAddr) -> Result<Arc<Returns>, String> {
+        let mut bus = Subscription::connect(addr)
+            .await
+            .map_err(|e| format!("bus subscription at {addr}: {e}"))?;
+        let me = Arc::new(Returns {
+            seen: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            task: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&me);
+        let task = tokio::spawn(async move {
+            while let Some(Ok(ev)) = bus.next().await {
+                let Some(me) = weak.upgrade() else { break };
+                let key = if let Some(rest) = ev.tag.strip_prefix("salt/job/") {
+                    rest.split_once("/ret/")
+                        .map(|(jid, minion)| (jid.to_owned(), minion.to_owned()))
+                } else if let Some(rest) = ev.tag.strip_prefix("salt/run/") {
+                    rest.strip_suffix("/ret")
+                        .map(|jid| (jid.to_owned(), String::new()))
+                } else {
+                    None
+                };
+                if let Some((jid, who)) = key {
+                    if let Ok(mut seen) = me.seen.lock() {
+                        seen.entry(jid).or_default().push((who, ev.data));
+                    }
+                    me.changed.notify_waiters();
+                }
+            }
+        });
+        if let Ok(mut t) = me.task.lock() {
+            *t = Some(task);
+        }
+        Ok(me)
+    }
+
+    /// Waits until `done` says the returns of `jid` are complete, at most `limit`; takes them
+    /// out of the collector. `None` on time-out.
+    pub async fn wait(
+        &self,
+        jid: &str,
+        limit: Duration,
+        done: impl Fn(&[(String, Value)]) -> bool,
+    ) -> Option<Vec<(String, Value)>> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Ok(mut seen) = self.seen.lock() {
+                if seen.get(jid).is_some_and(|r| done(r)) {
+                    return seen.remove(jid);
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+impl Drop for Returns {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.task.lock() {
+            if let Some(t) = t.take() {
+                t.abort();
+            }
+        }
+    }
+}
