@@ -179,13 +179,15 @@ class Watch:
 
 
 class Stack:
-    def __init__(self, minions, bin_dir):
+    def __init__(self, minions, bin_dir, minion_extra):
         self.root = tempfile.mkdtemp(prefix="brine-bench-")
         self.py = sys.executable
         self.bin_dir = bin_dir
         self.minions = minions
         cmd = [self.py, os.path.join(REPO, "scripts", "saltstack.py"), "start", "--root", self.root,
                "--minions", str(minions), "--reference", "cherrypy,tornado", "--watch-pid", str(os.getpid())]
+        if minion_extra:
+            cmd += ["--minion-extra", minion_extra]
         log("starting master, minions, rest_cherrypy and rest_tornado: " + " ".join(cmd[2:]))
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         with open(os.path.join(self.root, "stack.json")) as f:
@@ -338,7 +340,8 @@ def report(args, stack, rows, sse_rows, idle, goals_out):
         "",
         f"Command: `{args.cmdline}`",
         f"Machine: {machine()}; the driver, the master, {stack.minions} minions and every server share it.",
-        f"Salt {stack.info.get('salt_version')} (master defaults, `worker_threads: 5`); Brine "
+        f"Salt {stack.info.get('salt_version')} (master defaults but `worker_threads: 5`; minions "
+        f"{'fork a process per job' if args.minion_processes else 'run jobs in threads (`multiprocessing: false`)'}); Brine "
         f"{'release' if not args.smoke else 'debug'} build with default settings. {args.rounds} interleaved "
         f"round(s) per scenario, {args.seconds} s each; figures are medians over the rounds.",
         "",
@@ -490,6 +493,10 @@ def main():
     ap.add_argument("--minions", type=int, default=4)
     ap.add_argument("--timeout", type=int, default=60, help="limit for one request, seconds")
     ap.add_argument("--scenarios", default="login,runner,wheel,local,async,sse", help="which scenarios")
+    ap.add_argument("--minion-processes", action="store_true",
+                    help="minions fork a process per job (Salt's default); by default they run jobs in "
+                         "threads (multiprocessing: false), so that on a small machine the minion-bound "
+                         "scenarios measure the API and the master rather than Python's fork")
     ap.add_argument("--bin-dir", default=None, help="where brine and brine-bench are (default target/release)")
     ap.add_argument("--out", default=None, help="result file (default bench/results/<date>.md)")
     args = ap.parse_args()
@@ -501,7 +508,7 @@ def main():
     bin_dir = args.bin_dir or os.path.join(REPO, "target", "debug" if args.smoke else "release")
     wanted = set(args.scenarios.split(","))
 
-    stack = Stack(args.minions, bin_dir)
+    stack = Stack(args.minions, bin_dir, "" if args.minion_processes else "multiprocessing: false")
     rows, sse_rows, idle = [], [], {}
     started = time.time()
     try:

@@ -8,7 +8,8 @@ Usage (normally with the project venv's python, see scripts/salt-venv):
     saltstack.py start --root DIR [--minions 2] [--transport zeromq|tcp]
                        [--ipc-mode ipc|tcp] [--reference cherrypy[,tornado]]
                        [--brine-port PORT] [--watch-pid PID] [--timeout 90]
-                       [--extra-config YAML] [--rest-extra YAML] [--no-netapi-marker]
+                       [--extra-config YAML] [--rest-extra YAML] [--minion-extra YAML]
+                       [--no-netapi-marker]
     saltstack.py stop --root DIR [--grace 10]
     saltstack.py stop-master --root DIR
     saltstack.py start-master --root DIR [--timeout 90] [--recover-after 15]
@@ -965,13 +966,18 @@ def cmd_start(args):
             if not isinstance(extra, dict):
                 raise StackError("--rest-extra must be a YAML mapping")
             mcfg["rest_cherrypy"].update(extra)
+        minion_extra = {}
+        if args.minion_extra:
+            import yaml  # from the Salt venv
+
+            minion_extra = yaml.safe_load(args.minion_extra) or {}
+            if not isinstance(minion_extra, dict):
+                raise StackError("--minion-extra must be a YAML mapping")
         write_atomic(paths.master_config, "# written by scripts/saltstack.py\n" + to_yaml(mcfg))
         for mid in minions:
-            write_atomic(
-                paths.minion_config(mid),
-                "# written by scripts/saltstack.py\n"
-                + to_yaml(build_minion_config(paths, mid, user, ports, args.transport, args.ipc_mode, mports[mid])),
-            )
+            mcfg_m = build_minion_config(paths, mid, user, ports, args.transport, args.ipc_mode, mports[mid])
+            mcfg_m.update(minion_extra)
+            write_atomic(paths.minion_config(mid), "# written by scripts/saltstack.py\n" + to_yaml(mcfg_m))
             # The minion's Salt log file lives below its own root_dir; link it.
             link = paths.saltlog(mid)
             with contextlib.suppress(FileNotFoundError):
@@ -1271,6 +1277,8 @@ def main(argv=None):
                    help="YAML mapping merged into the generated rest_cherrypy block (app, static, ssl_crt, ...)")
     p.add_argument("--extra-config", default="",
                    help="YAML mapping of master options that replace the generated ones (top-level keys)")
+    p.add_argument("--minion-extra", default="",
+                   help="YAML mapping of minion options that replace the generated ones (e.g. multiprocessing: false)")
     p.add_argument("--no-netapi-marker", action="store_true",
                    help="with ipc_mode tcp, do not create the sock_dir marker file that works around "
                         "salt#67808 (rest_cherrypy /login then answers 503)")

@@ -25,6 +25,8 @@ pub struct App {
     pub stats: Arc<Stats>,
     /// The `log_access_file` writer, if configured.
     pub access_log: Option<crate::http::access_log::AccessLog>,
+    /// The login throttle (`None` when `login_rate_limit` is 0).
+    pub throttle: Option<crate::throttle::LoginThrottle>,
     /// A weak handle on this `App`, for work that outlives a request (background calls).
     pub me: std::sync::Weak<App>,
 }

@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use salt_wire::event::Event;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use crate::http::negotiate::to_python_json;
@@ -90,6 +90,41 @@ impl StreamEvent {
     }
 }
 
+/// Keys whose values never go out to stream clients.
+const SECRET_KEYS: [&str; 2] = ["password", "token"];
+
+/// The master fires `salt/job/<jid>/error` for a publish it refused with the whole load, so a
+/// wrong password or a token sent through `/run` would reach every `/events` client (Salt's
+/// salt-api relays it as is). Returns the data with `password` and `token` values replaced by
+/// `<redacted>` at the top level and one level down (`kwargs`), or `None` when there is none.
+pub fn redact_credentials(data: &Value) -> Option<Value> {
+    fn has_secret(m: &serde_json::Map<String, Value>) -> bool {
+        SECRET_KEYS.iter().any(|k| m.contains_key(*k))
+    }
+    let Value::Object(top) = data else {
+        return None;
+    };
+    let nested = |v: &Value| matches!(v, Value::Object(m) if has_secret(m));
+    if !has_secret(top) && !top.values().any(nested) {
+        return None;
+    }
+    let scrub = |m: &mut serde_json::Map<String, Value>| {
+        for k in SECRET_KEYS {
+            if let Some(v) = m.get_mut(k) {
+                *v = Value::String("<redacted>".into());
+            }
+        }
+    };
+    let mut out = top.clone();
+    scrub(&mut out);
+    for v in out.values_mut() {
+        if let Value::Object(m) = v {
+            scrub(m);
+        }
+    }
+    Some(Value::Object(out))
+}
+
 /// Our JSON is always UTF-8; the fallback only avoids a panic path.
 fn utf8(b: Bytes) -> Utf8Bytes {
     match Utf8Bytes::try_from(b.clone()) {
@@ -149,6 +184,13 @@ impl Feed {
 
     /// Numbers an event, keeps it for resumption and hands it to every stream.
     pub fn publish(&self, event: Arc<Event>) {
+        let event = match redact_credentials(&event.data) {
+            Some(data) => Arc::new(Event {
+                tag: event.tag.clone(),
+                data,
+            }),
+            None => event,
+        };
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let ev = Arc::new(StreamEvent::new(ring.next_id, event));
         ring.next_id += 1;
@@ -217,7 +259,39 @@ pub fn parse_last_id(v: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+
+    #[test]
+    fn credentials_in_events_are_redacted_before_streams_see_them() {
+        // As the master fires it for a refused publish.
+        let error = json!({"fun": "test.ping", "kwargs": {"client": "local", "username": "u",
+            "password": "hunter2", "eauth": "pam"}, "error": {"name": "AuthenticationError"}});
+        let out = redact_credentials(&error).unwrap_or(Value::Null);
+        assert_eq!(out["kwargs"]["password"], json!("<redacted>"));
+        assert_eq!(out["kwargs"]["username"], json!("u"));
+        assert_eq!(out["fun"], json!("test.ping"));
+        let top = json!({"token": "abc", "x": 1});
+        assert_eq!(
+            redact_credentials(&top),
+            Some(json!({"token": "<redacted>", "x": 1}))
+        );
+        assert_eq!(
+            redact_credentials(&json!({"jid": "1", "return": true})),
+            None
+        );
+        assert_eq!(redact_credentials(&json!("password")), None);
+        let feed = Feed::new(10, 1 << 20, 16);
+        let mut rx = feed.subscribe();
+        feed.publish(Arc::new(Event {
+            tag: "salt/job/1/error".into(),
+            data: error,
+        }));
+        let got = rx.try_recv().map(|e| e.json()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&got).into_owned();
+        assert!(
+            !text.contains("hunter2") && text.contains("<redacted>"),
+            "{text}"
+        );
+    }
 
     fn ev(n: u64) -> Arc<Event> {
         Arc::new(Event {

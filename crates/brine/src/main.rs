@@ -18,6 +18,7 @@ mod master;
 mod settings;
 mod stats;
 mod streams;
+mod throttle;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -223,6 +224,11 @@ async fn run(settings: Settings) -> ExitCode {
         auth: Auth::new(settings.brine.token_cache),
         stats,
         access_log,
+        throttle: throttle::LoginThrottle::new(
+            settings.brine.login_rate_limit,
+            settings.brine.login_burst,
+            settings.brine.login_rate_limit_failures_only,
+        ),
         settings: settings.clone(),
         me: me.clone(),
     });

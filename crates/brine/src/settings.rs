@@ -97,6 +97,12 @@ pub struct BrineSettings {
     /// Run the `ssh` client (through the master's `ssh.cmd` runner) when it is also in
     /// `netapi_enable_clients`.
     pub enable_ssh: bool,
+    /// Login attempts per minute per client address (`/login`, `/token`, `/run`); 0: off.
+    pub login_rate_limit: u64,
+    /// Attempts an address may make at once before the rate applies.
+    pub login_burst: u64,
+    /// Count only attempts the master refused (a password guess), not successful logins.
+    pub login_rate_limit_failures_only: bool,
 }
 
 /// Everything Brine needs, read once at startup.
@@ -187,6 +193,10 @@ impl Settings {
                 hook_redact_auth_headers: b.boolean("hook_redact_auth_headers", true)?,
                 metrics_disable_auth: b.boolean("metrics_disable_auth", false)?,
                 enable_ssh: b.boolean("enable_ssh", false)?,
+                login_rate_limit: b.integer("login_rate_limit", 10, 0, 1_000_000)?,
+                login_burst: b.integer("login_burst", 10, 1, 1_000_000)?,
+                login_rate_limit_failures_only: b
+                    .boolean("login_rate_limit_failures_only", true)?,
             },
             None => BrineSettings {
                 pool_size: default_pool as usize,
@@ -201,6 +211,9 @@ impl Settings {
                 hook_redact_auth_headers: true,
                 metrics_disable_auth: false,
                 enable_ssh: false,
+                login_rate_limit: 10,
+                login_burst: 10,
+                login_rate_limit_failures_only: true,
             },
         };
         Ok(Settings {

@@ -63,6 +63,8 @@ pub struct Stats {
     pub streams_open: AtomicUsize,
     /// Streams disconnected because their client did not keep up.
     pub streams_dropped_slow: AtomicU64,
+    /// Login attempts answered 429 by the login throttle.
+    pub logins_throttled: AtomicU64,
     /// HTTP requests by route, method and status.
     pub http_requests: Family<RequestLabels, Counter>,
     /// HTTP latency by route.
@@ -85,6 +87,7 @@ impl Default for Stats {
             requests_total: AtomicU64::new(0),
             streams_open: AtomicUsize::new(0),
             streams_dropped_slow: AtomicU64::new(0),
+            logins_throttled: AtomicU64::new(0),
             http_requests: Family::default(),
             http_latency: Family::new_with_constructor(latency_histogram),
             chunks: Family::default(),
@@ -149,6 +152,7 @@ impl Stats {
                 "Requests/Second": if uptime > 0.0 { total as f64 / uptime } else { 0.0 },
                 "Streams Open": self.streams_open.load(Ordering::Relaxed),
                 "Streams Dropped (slow client)": self.streams_dropped_slow.load(Ordering::Relaxed),
+                "Logins Throttled": self.logins_throttled.load(Ordering::Relaxed),
                 "Master Requests In Flight": live.master_in_flight,
                 "Master Requests Queued": live.master_queued,
                 "Event Bus Connected": live.bus_connected,
@@ -227,6 +231,15 @@ impl Stats {
             {
                 let c: Counter = Default::default();
                 c.inc_by(self.streams_dropped_slow.load(Ordering::Relaxed));
+                c
+            },
+        );
+        registry.register(
+            "logins_throttled",
+            "Login attempts answered 429 by the per-address login throttle",
+            {
+                let c: Counter = Default::default();
+                c.inc_by(self.logins_throttled.load(Ordering::Relaxed));
                 c
             },
         );

@@ -7,7 +7,9 @@
 //! once with a jid the *API* generated, one the master then replaces with its own (spec §4.4):
 //! the returned jid never appears on the bus. Brine keeps that answer shape (clients read
 //! `jid`/`tag`) and runs the call in a background task, but refuses a token the master does not
-//! know before answering, instead of answering 200 to anyone (issue 8: CVE-2021-25281 class).
+//! know before answering, and waits up to 3 s for the master to refuse eauth credentials (a
+//! `/run` chunk with a wrong password), instead of answering 200 with a jid to anyone as
+//! salt-api does (CVE-2021-25281 class).
 
 use serde_json::{json, Map, Value};
 
@@ -16,7 +18,6 @@ use crate::app::App;
 use crate::http::error::ApiError;
 use crate::jid::gen_jid;
 use crate::lowstate::Client;
-use std::sync::Arc;
 
 /// `wheel`: the master's `{"tag", "data": {"fun", "jid", "tag", "user", "return", "success"}}`.
 pub async fn wheel(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
@@ -43,14 +44,27 @@ pub async fn wheel_async(app: &App, chunk: Map<String, Value>) -> Result<Value, 
     }
     let jid = gen_jid(app.settings.utc_jid);
     let tag = format!("salt/wheel/{jid}");
-    let spawn_app: Option<Arc<App>> = app.self_ref();
-    if let Some(bg) = spawn_app {
+    let Some(bg) = app.self_ref() else {
+        return Err(ApiError::Internal);
+    };
+    // The call runs in the background; its first moments are awaited so that credentials the
+    // master refuses (a wrong eauth password in a `/run` chunk) get a 401, not a jid.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
         let timeout = bg.settings.master.rest_timeout;
-        tokio::spawn(async move {
-            if let Err(e) = bg.master.wheel(chunk, timeout).await {
-                tracing::warn!(error = ?e, "background wheel_async call failed");
-            }
-        });
+        let result = bg.master.wheel(chunk, timeout).await;
+        if let Err(e) = &result {
+            tracing::warn!(error = ?e, "background wheel_async call failed");
+        }
+        let _ = done_tx.send(result);
+    });
+    match tokio::time::timeout(AUTH_WAIT, done_rx).await {
+        Ok(Ok(Err(e @ ApiError::Unauthorized(_)))) => Err(e),
+        _ => Ok(json!({"tag": tag, "jid": jid})),
     }
-    Ok(json!({"tag": tag, "jid": jid}))
 }
+
+/// How long `wheel_async` waits for the master to refuse the caller's credentials before it
+/// answers with a jid (eauth checks take milliseconds; a slow PAM or LDAP backend may take
+/// longer, and then the refusal only shows in the master's log, as with salt-api).
+const AUTH_WAIT: std::time::Duration = std::time::Duration::from_secs(3);

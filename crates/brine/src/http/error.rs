@@ -44,6 +44,8 @@ pub enum ApiError {
     Busy,
     /// 504: a synchronous runner or wheel call did not return in time.
     GatewayTimeout,
+    /// 429 JSON with `Retry-After`: too many login attempts from the caller's address.
+    TooManyRequests(std::time::Duration),
 }
 
 /// CherryPy's default 401 message.
@@ -70,6 +72,7 @@ impl ApiError {
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::MasterUnavailable(_) | ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -98,6 +101,10 @@ impl ApiError {
             ApiError::GatewayTimeout => {
                 "The gateway server did not receive a timely response".into()
             }
+            ApiError::TooManyRequests(wait) => format!(
+                "Too many login attempts from this address; retry in {} s.",
+                wait.as_secs()
+            ),
         }
     }
 
@@ -105,7 +112,10 @@ impl ApiError {
     pub fn into_response(self, format: Format) -> Response {
         let status = self.status();
         match self {
-            ApiError::Internal | ApiError::MasterUnavailable(_) | ApiError::Busy => {
+            ApiError::Internal
+            | ApiError::MasterUnavailable(_)
+            | ApiError::Busy
+            | ApiError::TooManyRequests(_) => {
                 let body = json!({"status": status.as_u16(), "return": self.message()});
                 let mut resp = Response::new(render(format, &body).into());
                 *resp.status_mut() = status;
@@ -113,6 +123,10 @@ impl ApiError {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static(format.content_type()),
                 );
+                if let ApiError::TooManyRequests(wait) = self {
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs()));
+                }
                 resp
             }
             ApiError::NotMounted => {

@@ -218,6 +218,7 @@ pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Res
         resp.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
+    let path = loggable_path(ctx.route, &path);
     if let Some(log) = &app.access_log {
         log.record(access_log::Line {
             peer: peer.ip(),
@@ -366,11 +367,11 @@ async fn route(
         (Endpoint::Index | Endpoint::Jobs(None), false) => {
             index::post_lowstate(app, req, ctx).await
         }
-        (Endpoint::Run, false) => index::post_run(app, req).await,
+        (Endpoint::Run, false) => throttled(app, req, |req| index::post_run(app, req)).await,
         (Endpoint::Login, true) => login::login_prompt(req),
-        (Endpoint::Login, false) => login::login(app, req, ctx).await,
+        (Endpoint::Login, false) => throttled(app, req, |req| login::login(app, req, ctx)).await,
         (Endpoint::Logout, _) => login::logout(app, req, ctx).await,
-        (Endpoint::Token, false) => login::token(app, req).await,
+        (Endpoint::Token, false) => throttled(app, req, |req| login::token(app, req)).await,
         (Endpoint::Minions(mid), true) => minions::get_minions(app, req, ctx, mid.as_deref()).await,
         (Endpoint::Minions(_), false) => minions::post_minions(app, req, ctx).await,
         (Endpoint::Jobs(jid), _) => minions::get_jobs(app, req, ctx, jid.as_deref()).await,
@@ -437,4 +438,51 @@ fn decorate(
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
     h.insert(header::SERVER, HeaderValue::from_static("Brine"));
+}
+
+/// The request path as logs show it: the token segment of `/ws/<token>`, `/all_events/<token>`
+/// and `/formatted_events/<token>` is replaced with `<token>` (query strings are never logged).
+fn loggable_path(route: &str, path: &str) -> String {
+    let prefix = match route {
+        "ws" => "/ws/",
+        "all_events" => "/all_events/",
+        "formatted_events" => "/formatted_events/",
+        _ => return path.to_owned(),
+    };
+    match path.rfind(prefix) {
+        Some(i) if path.len() > i + prefix.len() => {
+            format!("{}<token>", &path[..i + prefix.len()])
+        }
+        _ => path.to_owned(),
+    }
+}
+
+/// Runs a credential-checking endpoint (`/login`, `/token`, `/run`) behind the login
+/// throttle: 429 when the caller's address has no attempt left, and a refused attempt counted
+/// against it.
+async fn throttled<'r, F, Fut>(
+    app: &SharedApp,
+    req: &'r mut Req,
+    call: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(&'r mut Req) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    let Some(throttle) = app.throttle.as_ref() else {
+        return call(req).await;
+    };
+    let ip = req.peer.ip();
+    if let crate::throttle::Verdict::Limited(wait) = throttle.check(ip) {
+        app.stats
+            .logins_throttled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(peer = %ip, retry_after = wait.as_secs(), "login attempts over the limit; answering 429");
+        return Err(ApiError::TooManyRequests(wait));
+    }
+    let result = call(req).await;
+    if matches!(result, Err(ApiError::Unauthorized(_))) {
+        throttle.failed(ip);
+    }
+    result
 }

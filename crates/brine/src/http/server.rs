@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::SharedApp;
 
+/// Largest request head (request line and headers) accepted; bigger ones get 431.
+const MAX_HEAD: usize = 64 * 1024;
+
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -71,14 +74,15 @@ pub async fn serve(
     let mut h1 = hyper::server::conn::http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(MAX_HEAD)
+        .max_header_size(MAX_HEAD);
     let h1 = Arc::new(h1);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(MAX_HEAD);
     let builder = Arc::new(builder);
     let tracker = tokio_util::task::TaskTracker::new();
     let stopping = CancellationToken::new();

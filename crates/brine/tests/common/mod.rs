@@ -29,6 +29,8 @@ pub struct Stack {
     pub venv: PathBuf,
     /// Brine's process.
     pub brine_child: Mutex<Option<Child>>,
+    /// Brine's `-l` level.
+    pub brine_log_level: &'static str,
 }
 
 /// The repository root.
@@ -74,6 +76,8 @@ pub struct StackOpts {
     /// Options merged into the `rest_cherrypy` block (YAML mapping), for Brine and the
     /// reference alike.
     pub rest_extra: String,
+    /// Brine's `-l` level.
+    pub brine_log_level: &'static str,
 }
 
 impl Default for StackOpts {
@@ -85,6 +89,7 @@ impl Default for StackOpts {
             transport: "zeromq",
             ipc_mode: "ipc",
             rest_extra: String::new(),
+            brine_log_level: "debug",
         }
     }
 }
@@ -121,9 +126,14 @@ fn start(opts: StackOpts) -> Stack {
     if opts.reference {
         cmd.args(["--reference", "cherrypy"]);
     }
-    if !opts.extra_config.is_empty() {
-        cmd.args(["--extra-config", opts.extra_config]);
+    // Differential tests send many refused logins on purpose; Brine's login throttle (which
+    // rest_cherrypy does not have) would turn the later ones into 429s. Its own tests
+    // (security.rs) configure it explicitly.
+    let mut extra = opts.extra_config.to_owned();
+    if !extra.contains("brine:") {
+        extra.push_str("\nbrine: {login_rate_limit: 0}");
     }
+    cmd.args(["--extra-config", extra.trim_start()]);
     if !opts.rest_extra.is_empty() {
         cmd.args(["--rest-extra", &opts.rest_extra]);
     }
@@ -146,6 +156,7 @@ fn start(opts: StackOpts) -> Stack {
         info,
         venv,
         brine_child: Mutex::new(None),
+        brine_log_level: opts.brine_log_level,
     };
     stack.start_brine();
     if opts.reference {
@@ -189,7 +200,7 @@ impl Stack {
         let child = Command::new(env!("CARGO_BIN_EXE_brine"))
             .arg("-c")
             .arg(self.config_dir())
-            .args(["--port", &port, "-l", "debug"])
+            .args(["--port", &port, "-l", self.brine_log_level])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,0 +1,296 @@
+//! Security behaviour of Brine itself, on its own stack (no reference: rest_cherrypy has
+//! neither feature): the per-address login throttle, and secrets kept out of every log line
+//! (Brine at `-l all`, so third-party crates log at trace level too, plus the access log).
+
+mod common;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn dir() -> &'static PathBuf {
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("brine-security-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+        d
+    })
+}
+
+fn st() -> &'static Stack {
+    let d = dir().display();
+    stack_with(StackOpts {
+        reference: false,
+        minions: 1,
+        // 3 refused attempts at once, then one every 10 s (a refused `file` login takes about
+        // a second, so a faster rate would refill during the test).
+        extra_config: "brine: {login_rate_limit: 6, login_burst: 3}",
+        rest_extra: format!("{{log_access_file: '{d}/access.log'}}"),
+        brine_log_level: "all",
+        ..StackOpts::default()
+    })
+}
+
+/// A client whose connections come from `addr` (any 127/8 address reaches the loopback).
+fn client_from(addr: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::from(addr))
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn post_login(
+    c: &reqwest::Client,
+    base: &str,
+    creds: &Value,
+) -> (u16, Option<String>, Value) {
+    let r = c
+        .post(format!("{base}/login"))
+        .header("Accept", "application/json")
+        .json(creds)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = r.json::<Value>().await.unwrap_or(Value::Null);
+    (status, retry, body)
+}
+
+#[tokio::test]
+async fn refused_logins_are_throttled_per_address() {
+    let st = st();
+    let good = json!({"username": "fileuser", "password": "filepass", "eauth": "file"});
+    let bad = json!({"username": "fileuser", "password": "guess", "eauth": "file"});
+    let attacker = client_from([127, 0, 0, 3]);
+    let bystander = client_from([127, 0, 0, 4]);
+    // Good logins do not count (failures only, the default).
+    for _ in 0..5 {
+        assert_eq!(post_login(&attacker, &st.brine, &good).await.0, 200);
+    }
+    // The burst of refused attempts reaches the master and is refused by it.
+    for i in 0..3 {
+        let (status, _, body) = post_login(&attacker, &st.brine, &bad).await;
+        assert_eq!(status, 401, "attempt {i}: {body}");
+    }
+    // Then the address is throttled, even with the right password, before the master is asked.
+    for creds in [&bad, &good] {
+        let (status, retry, body) = post_login(&attacker, &st.brine, creds).await;
+        assert_eq!(status, 429, "{body}");
+        let secs: u64 = retry
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("Retry-After: {retry:?}"));
+        assert!((1..=10).contains(&secs), "Retry-After {secs}");
+        assert_eq!(body["status"], json!(429), "{body}");
+        assert!(
+            body["return"]
+                .as_str()
+                .is_some_and(|m| m.contains("Too many login attempts")),
+            "{body}"
+        );
+    }
+    // `/token` and `/run` with credentials are behind the same throttle.
+    let r = attacker
+        .post(format!("{}/token", st.brine))
+        .header("Accept", "application/json")
+        .json(&good)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status().as_u16(), 429);
+    let mut run = good.clone();
+    run["client"] = json!("runner");
+    run["fun"] = json!("test.arg");
+    let r = attacker
+        .post(format!("{}/run", st.brine))
+        .header("Accept", "application/json")
+        .json(&run)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status().as_u16(), 429);
+    // Another address is not affected.
+    assert_eq!(post_login(&bystander, &st.brine, &good).await.0, 200);
+    // The allowance comes back at the configured rate.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _, _) = post_login(&attacker, &st.brine, &good).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(Instant::now() < deadline, "still throttled after 15 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Counted and logged.
+    let token = login(&st.brine, &st.creds()).await;
+    let stats = send(
+        &st.brine,
+        &Req::get("/stats").header("X-Auth-Token", &token),
+    )
+    .await;
+    let throttled = stats.json()["Brine"]["Logins Throttled"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(throttled >= 4, "{}", stats.text());
+    assert!(st.brine_log().contains("login attempts over the limit"));
+}
+
+#[tokio::test]
+async fn credentials_the_master_echoes_on_the_bus_are_redacted_on_streams() {
+    let st = st();
+    let token = login(&st.brine, &st.creds()).await;
+    let mut sse = open_sse(&st.brine, &[("X-Auth-Token", &token)]).await;
+    assert_eq!(sse.status, 200);
+    let secret = format!("Echoed-{}-pw", std::process::id());
+    // A publish the master refuses: it fires `salt/job/<jid>/error` with the whole load.
+    let chunk = json!({"client": "local", "tgt": "*", "fun": "test.ping",
+        "username": "fileuser", "password": secret, "eauth": "file"});
+    let r = send(&st.brine, &Req::post_json("/run", &chunk)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut error_event = None;
+    while Instant::now() < deadline {
+        let Some(ev) = sse.next_tagged("salt/job/", Duration::from_secs(10)).await else {
+            break;
+        };
+        let text = ev.data.to_string();
+        assert!(!text.contains(&secret), "password on the stream: {text}");
+        if ev.tag.ends_with("/error") && text.contains("fileuser") {
+            error_event = Some(ev);
+            break;
+        }
+    }
+    let ev = error_event.unwrap_or_else(|| panic!("no error event from the master"));
+    assert_eq!(
+        ev.data["data"]["kwargs"]["password"],
+        json!("<redacted>"),
+        "{}",
+        ev.data
+    );
+    sse.task.abort();
+}
+
+#[tokio::test]
+async fn passwords_and_tokens_never_reach_the_logs() {
+    let st = st();
+    // `auto` accepts any password: a unique one that can only be in a log if it leaked.
+    let password = format!("Pw-{}-c0rrect-h0rse", std::process::id());
+    let wrong = format!("Wrong-{}-b4ttery", std::process::id());
+    let creds = json!({"username": "saltdev", "password": password, "eauth": "auto"});
+    // Log in as JSON and as a form.
+    let token = login(&st.brine, &creds).await;
+    let form = format!("username=saltdev&password={password}&eauth=auto");
+    let r = send(
+        &st.brine,
+        &Req::post("/login", "application/x-www-form-urlencoded", form),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token2 = r.json()["return"][0]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // A refused password (file eauth checks it).
+    let r = send(
+        &st.brine,
+        &Req::post_json(
+            "/login",
+            &json!({"username": "fileuser", "password": wrong, "eauth": "file"}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    // Commands with the token in the header, the cookie, the chunk; credentials in /run.
+    let ping = json!([{"client": "local", "tgt": "*", "fun": "test.ping"}]);
+    let r = send(
+        &st.brine,
+        &Req::post_json("/", &ping).header("X-Auth-Token", &token),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(
+        &st.brine,
+        &Req::get("/minions").header("Cookie", &format!("session_id={token2}")),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut chunk = ping[0].clone();
+    chunk["token"] = json!(token);
+    let r = send(&st.brine, &Req::post_json("/run", &chunk)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut chunk = json!({"client": "runner", "fun": "test.arg", "arg": ["x"]});
+    for (k, v) in creds.as_object().into_iter().flatten() {
+        chunk[k] = v.clone();
+    }
+    let r = send(&st.brine, &Req::post_json("/run", &chunk)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(&st.brine, &Req::post_json("/token", &creds)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let salt_token = r.json()[0]["token"].as_str().unwrap_or_default().to_owned();
+    // A hook with the token in its headers; a bad token; a token in a WebSocket URL.
+    let r = send(
+        &st.brine,
+        &Req::post_json("/hook/secret/test", &json!({"a": 1})).header("X-Auth-Token", &token),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(
+        &st.brine,
+        &Req::get("/minions").header("X-Auth-Token", &format!("{}ff", &token[..20])),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let ws = format!("{}/ws/{token}", st.brine.replacen("http://", "ws://", 1));
+    let (mut sock, _) = tokio_tungstenite::connect_async(&ws)
+        .await
+        .unwrap_or_else(|e| panic!("{ws}: {e}"));
+    let _ = sock.close(None).await;
+    let r = send(
+        &st.brine,
+        &Req::post_json("/logout", &json!({})).header("X-Auth-Token", &token2),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let log = st.brine_log();
+    let access = std::fs::read_to_string(dir().join("access.log")).unwrap_or_default();
+    // The logs are there and detailed (trace level): the test looks at real output.
+    assert!(log.lines().count() > 20, "brine log too short: {log}");
+    assert!(log.contains(" TRACE "), "not at trace level: {log}");
+    assert!(
+        log.contains("path=/ws/<token>"),
+        "WebSocket path not logged as expected"
+    );
+    assert!(access.contains("POST /login"), "access log: {access}");
+    assert!(access.contains("GET /ws/"), "access log: {access}");
+    for (what, secret) in [
+        ("password", password.as_str()),
+        ("refused password", wrong.as_str()),
+        ("token", token.as_str()),
+        ("second token", token2.as_str()),
+        ("raw Salt token", salt_token.as_str()),
+        // A prefix catches a token shortened for display.
+        ("token prefix", &token[..16]),
+    ] {
+        assert!(!secret.is_empty(), "{what} is empty");
+        for (name, text) in [("brine log", &log), ("access log", &access)] {
+            if let Some(line) = text.lines().find(|l| l.contains(secret)) {
+                panic!("{what} in the {name}: {line}");
+            }
+        }
+    }
+}
