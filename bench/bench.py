@@ -179,7 +179,7 @@ class Watch:
 
 
 class Stack:
-    def __init__(self, minions, bin_dir, minion_extra):
+    def __init__(self, minions, bin_dir, minion_extra, master_extra):
         self.root = tempfile.mkdtemp(prefix="brine-bench-")
         self.py = sys.executable
         self.bin_dir = bin_dir
@@ -188,6 +188,8 @@ class Stack:
                "--minions", str(minions), "--reference", "cherrypy,tornado", "--watch-pid", str(os.getpid())]
         if minion_extra:
             cmd += ["--minion-extra", minion_extra]
+        if master_extra:
+            cmd += ["--extra-config", master_extra]
         log("starting master, minions, rest_cherrypy and rest_tornado: " + " ".join(cmd[2:]))
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         with open(os.path.join(self.root, "stack.json")) as f:
@@ -497,6 +499,9 @@ def main():
                     help="minions fork a process per job (Salt's default); by default they run jobs in "
                          "threads (multiprocessing: false), so that on a small machine the minion-bound "
                          "scenarios measure the API and the master rather than Python's fork")
+    ap.add_argument("--master-extra", default="",
+                    help="YAML mapping of master options for the stack (e.g. 'brine: {pool_size: 8}')")
+    ap.add_argument("--targets", default=",".join(TARGETS), help="which targets (comma-separated)")
     ap.add_argument("--bin-dir", default=None, help="where brine and brine-bench are (default target/release)")
     ap.add_argument("--out", default=None, help="result file (default bench/results/<date>.md)")
     args = ap.parse_args()
@@ -508,7 +513,8 @@ def main():
     bin_dir = args.bin_dir or os.path.join(REPO, "target", "debug" if args.smoke else "release")
     wanted = set(args.scenarios.split(","))
 
-    stack = Stack(args.minions, bin_dir, "" if args.minion_processes else "multiprocessing: false")
+    stack = Stack(args.minions, bin_dir, "" if args.minion_processes else "multiprocessing: false",
+                  args.master_extra)
     rows, sse_rows, idle = [], [], {}
     started = time.time()
     try:
@@ -520,7 +526,7 @@ def main():
         plan += [("async", args.jobs)] if "async" in wanted else []
         for sc, conc in plan:
             for rnd in range(args.rounds):
-                for t in TARGETS:
+                for t in [t for t in TARGETS if t in args.targets.split(",")]:
                     res = run_load(stack, t, sc, conc, args)
                     res["round"] = rnd + 1
                     log(f"{sc} c={conc} round {rnd + 1} {t}: ok={res['ok']} err={res['errors']} "
@@ -529,7 +535,7 @@ def main():
                     rows.append(res)
         if "sse" in wanted:
             for n in args.sse_clients:
-                for t in HTTP_TARGETS:
+                for t in [t for t in HTTP_TARGETS if t in args.targets.split(",")]:
                     log(f"sse: {n} clients on {t}")
                     res = run_sse(stack, t, tokens[t], n, args)
                     log(json.dumps(res))
