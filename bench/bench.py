@@ -365,7 +365,7 @@ def report(args, stack, rows, sse_rows, idle, goals_out):
                 cells.append("not run")
             elif sc == "async":
                 cells.append(fmt(v["seconds"], " s") if v["ok"] and not v["errors"] else
-                             f"{v['ok']} of {args.jobs * args.rounds} jobs")
+                             f"{v['ok']} of {args.jobs} jobs")
             elif v["rps"] is None:
                 cells.append("no such client" if "Client not found" in (v["first_error"] or "") else "fails")
             else:
@@ -433,7 +433,11 @@ def goals(s, sse_rows, idle, args):
             r = (b["rps"] or 0) / raw["rps"]
             out.append((f"local at {conc}: Brine within 5 % of raw", f"{r * 100:.0f} %", r >= 0.95))
     b, raw = s.get(("async", args.jobs, "brine")), s.get(("async", args.jobs, "raw"))
-    if b and raw and b["seconds"] and raw["seconds"]:
+    if b and raw and (b["errors"] or raw["errors"]):
+        out.append((f"{args.jobs} async jobs: Brine within 5 % of raw",
+                    f"not all returns arrived within {args.timeout} s (Brine {b['ok']}, raw {raw['ok']} jobs complete)",
+                    False))
+    elif b and raw and b["seconds"] and raw["seconds"]:
         r = raw["seconds"] / b["seconds"]
         out.append((f"{args.jobs} async jobs: Brine within 5 % of raw", f"{b['seconds']:.1f} s vs {raw['seconds']:.1f} s ({r * 100:.0f} %)", r >= 0.95))
     big = [r for r in sse_rows if r["target"] == "brine"]
@@ -523,7 +527,6 @@ def main():
             idle[t] = rss_mib(stack.pids[t]) if stack.pids[t] else None
         plan = [(sc, c) for sc in ("login", "runner", "wheel") if sc in wanted for c in args.conc_api]
         plan += [("local", c) for c in args.conc_local if "local" in wanted]
-        plan += [("async", args.jobs)] if "async" in wanted else []
         for sc, conc in plan:
             for rnd in range(args.rounds):
                 for t in [t for t in TARGETS if t in args.targets.split(",")]:
@@ -533,6 +536,8 @@ def main():
                         f"rps={fmt(res['rps'])} p50={fmt(res['p50_ms'])} ms cpu={fmt(res['cpu_s'], '', 2)} s"
                         + (f" first_error={res['first_error']}" if res.get("first_error") else ""))
                     rows.append(res)
+        # SSE before the async jobs: on a small machine the master is still storing late
+        # returns of 200 jobs minutes later, and that event flood would be measured as SSE.
         if "sse" in wanted:
             for n in args.sse_clients:
                 for t in [t for t in HTTP_TARGETS if t in args.targets.split(",")]:
@@ -540,6 +545,14 @@ def main():
                     res = run_sse(stack, t, tokens[t], n, args)
                     log(json.dumps(res))
                     sse_rows.append(res)
+        if "async" in wanted:
+            # One round: each run leaves minutes of work behind on a small machine.
+            for t in [t for t in TARGETS if t in args.targets.split(",")]:
+                res = run_load(stack, t, "async", args.jobs, args)
+                res["round"] = 1
+                log(f"async {args.jobs} jobs {t}: ok={res['ok']} err={res['errors']} seconds={fmt(res['seconds'])}"
+                    + (f" first_error={res['first_error']}" if res.get("first_error") else ""))
+                rows.append(res)
     finally:
         stack.stop()
     elapsed = time.time() - started

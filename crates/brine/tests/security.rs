@@ -68,6 +68,17 @@ async fn post_login(
     (status, retry, body)
 }
 
+async fn post_status(c: &reqwest::Client, base: &str, path: &str, body: &Value) -> u16 {
+    c.post(format!("{base}{path}"))
+        .header("Accept", "application/json")
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .status()
+        .as_u16()
+}
+
 #[tokio::test]
 async fn refused_logins_are_throttled_per_address() {
     let st = st();
@@ -102,25 +113,14 @@ async fn refused_logins_are_throttled_per_address() {
         );
     }
     // `/token` and `/run` with credentials are behind the same throttle.
-    let r = attacker
-        .post(format!("{}/token", st.brine))
-        .header("Accept", "application/json")
-        .json(&good)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(
+        post_status(&attacker, &st.brine, "/token", &good).await,
+        429
+    );
     let mut run = good.clone();
     run["client"] = json!("runner");
     run["fun"] = json!("test.arg");
-    let r = attacker
-        .post(format!("{}/run", st.brine))
-        .header("Accept", "application/json")
-        .json(&run)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(post_status(&attacker, &st.brine, "/run", &run).await, 429);
     // Another address is not affected.
     assert_eq!(post_login(&bystander, &st.brine, &good).await.0, 200);
     // The allowance comes back at the configured rate.

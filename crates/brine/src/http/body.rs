@@ -291,3 +291,48 @@ mod tests {
         assert_eq!(depth(&json!([[1], {"a": {}}])), 3);
     }
 }
+
+/// Property tests of the body parser on arbitrary input in every accepted type (run briefly
+/// by `cargo test`, at length by `scripts/fuzz`).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TYPES: [&str; 6] = [
+        "application/json",
+        "application/x-yaml",
+        "text/yaml",
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "application/octet-stream",
+    ];
+
+    fn check(ct: &str, bytes: &[u8]) -> Result<(), TestCaseError> {
+        let limits = BodyLimits {
+            max_depth: 8,
+            max_yaml_nodes: 2_000,
+        };
+        if let Ok(Some(v)) = parse(Some(ct), bytes, limits) {
+            prop_assert!(depth(&v) <= 8, "{ct}: {v}");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_in_any_type(ct in 0usize..TYPES.len(), bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            check(TYPES[ct], &bytes)?;
+        }
+
+        #[test]
+        fn lowstate_like_text(ct in 0usize..TYPES.len(), parts in proptest::collection::vec(prop_oneof![
+            Just("["), Just("]"), Just("{"), Just("}"), Just("\"client\""), Just(": "), Just(", "),
+            Just("\"local\""), Just("client=local"), Just("&"), Just("arg="), Just("arg[]="), Just("%ff"),
+            Just("- "), Just("\n"), Just("&a "), Just("*a"), Just("yes"), Just("1e999"), Just("-0"),
+            Just("\\u0000"), Just("\"\\ud800\""), Just("tgt"), Just("="), Just("'"),
+        ], 0..80)) {
+            check(TYPES[ct], parts.concat().as_bytes())?;
+        }
+    }
+}
