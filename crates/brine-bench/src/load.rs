@@ -257,18 +257,40 @@ fn gen_jid() -> String {
 }
 
 impl Ctx {
-    async fn raw(&self, mut load: Map<String, Value>) -> Result<Value, String> {
+    /// Sends a clear command to the master (raw target) and classifies the reply.
+    async fn request(&self, load: &Map<String, Value>) -> Result<Value, String> {
         let Target::Raw { pool, .. } = &self.target else {
             return Err("not a raw target".into());
         };
-        if !load.contains_key("username") {
-            load.insert("token".into(), self.token.clone().into());
-        }
         let reply = pool
-            .request(&load, self.timeout, false)
+            .request(load, self.timeout, false)
             .await
             .map_err(|e| format!("master: {e}"))?;
         classify(reply).map_err(|e| format!("master: {e}"))
+    }
+
+    /// A raw command authenticated with the run's token (unless it carries credentials).
+    async fn raw(&self, mut load: Map<String, Value>) -> Result<Value, String> {
+        if !load.contains_key("username") {
+            load.insert("token".into(), self.token.clone().into());
+        }
+        self.request(&load).await
+    }
+
+    /// The eauth credentials, as a `/login` body.
+    fn credentials(&self) -> Value {
+        json!({"username": self.args.username, "password": self.args.password,
+            "eauth": self.args.eauth})
+    }
+
+    /// `mk_token` with the eauth credentials.
+    fn mk_token_load(&self) -> Map<String, Value> {
+        let mut load = match self.credentials() {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        load.insert("cmd".into(), "mk_token".into());
+        load
     }
 
     fn returns(&self) -> Result<&Returns, String> {
@@ -310,14 +332,7 @@ impl Ctx {
         load.insert("jid".into(), jid.clone().into());
         load.insert("user".into(), user.clone().into());
         load.insert("kwargs".into(), json!({"token": self.token}));
-        let Target::Raw { pool, .. } = &self.target else {
-            return Err("not a raw target".into());
-        };
-        let reply = pool
-            .request(&load, self.timeout, false)
-            .await
-            .map_err(|e| format!("master: {e}"))?;
-        let reply = classify(reply).map_err(|e| format!("master: {e}"))?;
+        let reply = self.request(&load).await?;
         let minions = reply
             .get("load")
             .and_then(|l| l.get("minions"))
@@ -338,9 +353,7 @@ impl Ctx {
         let token = self.token.as_str();
         match (&self.target, self.args.scenario) {
             (Target::Http { addr }, Scenario::Login) => {
-                let body = json!({"username": self.args.username,
-                    "password": self.args.password, "eauth": self.args.eauth});
-                let v = conn.post(addr, "/login", None, &body).await?;
+                let v = conn.post(addr, "/login", None, &self.credentials()).await?;
                 check_token(&first_return(v)?).map(drop)
             }
             (Target::Http { addr }, Scenario::Runner) => {
@@ -372,12 +385,7 @@ impl Ctx {
                 self.pings(jid, minions).await
             }
             (Target::Raw { .. }, Scenario::Login) => {
-                let mut load = Map::new();
-                load.insert("cmd".into(), "mk_token".into());
-                load.insert("username".into(), self.args.username.clone().into());
-                load.insert("password".into(), self.args.password.clone().into());
-                load.insert("eauth".into(), self.args.eauth.clone().into());
-                check_token(&self.raw(load).await?).map(drop)
+                check_token(&self.raw(self.mk_token_load()).await?).map(drop)
             }
             (Target::Raw { .. }, Scenario::Runner) => {
                 let mut load = Map::new();
@@ -417,19 +425,12 @@ impl Ctx {
     async fn login(&self) -> Result<String, String> {
         match &self.target {
             Target::Http { addr } => {
-                let body = json!({"username": self.args.username,
-                    "password": self.args.password, "eauth": self.args.eauth});
-                let v = Conn::new().post(addr, "/login", None, &body).await?;
+                let v = Conn::new()
+                    .post(addr, "/login", None, &self.credentials())
+                    .await?;
                 check_token(&first_return(v)?)
             }
-            Target::Raw { .. } => {
-                let mut load = Map::new();
-                load.insert("cmd".into(), "mk_token".into());
-                load.insert("username".into(), self.args.username.clone().into());
-                load.insert("password".into(), self.args.password.clone().into());
-                load.insert("eauth".into(), self.args.eauth.clone().into());
-                check_token(&self.raw(load).await?)
-            }
+            Target::Raw { .. } => check_token(&self.raw(self.mk_token_load()).await?),
         }
     }
 }

@@ -46,10 +46,7 @@ pub async fn hook(
     path: &[String],
 ) -> Result<Response, ApiError> {
     if !app.settings.rest.webhook_disable_auth {
-        let s = session::gate(app, &req.headers).await?;
-        ctx.cookie = Some(session::session_cookie(&s.token));
-        ctx.private = true;
-        ctx.user = Some(s.info.name);
+        session::gate_request(app, &req.headers, ctx).await?;
     }
     let raw = req.read_body(app).await?;
     let parsed = req.parse_bytes(app, &raw)?;

@@ -32,10 +32,7 @@ pub async fn post_lowstate(
     req: &mut Req,
     ctx: &mut Ctx,
 ) -> Result<Response, ApiError> {
-    let session = session::gate(app, &req.headers).await?;
-    ctx.cookie = Some(session::session_cookie(&session.token));
-    ctx.private = true;
-    ctx.user = Some(session.info.name.clone());
+    let session = session::gate_request(app, &req.headers, ctx).await?;
     let body = req.parse_body(app).await?;
     let chunks = lowstate::shape(body)?;
     let format = req.format()?;

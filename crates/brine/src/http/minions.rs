@@ -8,7 +8,7 @@
 //!   as `{"info": [<job>], "return": [{<minion>: <return>}]}`. `?timeout=` is accepted and
 //!   ignored. `POST /jobs` is `POST /`.
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
@@ -16,15 +16,6 @@ use super::error::ApiError;
 use super::{ok, session, Ctx, Req};
 use crate::app::SharedApp;
 use crate::lowstate::{self, Client, Exec};
-
-/// The session gate of these endpoints, with its response decorations.
-async fn gate(app: &SharedApp, headers: &HeaderMap, ctx: &mut Ctx) -> Result<String, ApiError> {
-    let s = session::gate(app, headers).await?;
-    ctx.cookie = Some(session::session_cookie(&s.token));
-    ctx.private = true;
-    ctx.user = Some(s.info.name);
-    Ok(s.token)
-}
 
 /// Runs built-in chunks with the session token.
 async fn run(app: &SharedApp, token: String, chunk: Value) -> Result<Vec<Value>, ApiError> {
@@ -42,7 +33,7 @@ pub async fn get_minions(
     ctx: &mut Ctx,
     mid: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let token = gate(app, &req.headers, ctx).await?;
+    let token = session::gate_request(app, &req.headers, ctx).await?.token;
     let format = req.format()?;
     let chunk = json!({"client": "local", "tgt": mid.unwrap_or("*"), "fun": "grains.items"});
     let results = run(app, token, chunk).await?;
@@ -55,7 +46,7 @@ pub async fn post_minions(
     req: &mut Req,
     ctx: &mut Ctx,
 ) -> Result<Response, ApiError> {
-    let token = gate(app, &req.headers, ctx).await?;
+    let token = session::gate_request(app, &req.headers, ctx).await?.token;
     let body = req.parse_body(app).await?;
     let chunks = lowstate::shape(body)?;
     let format = req.format()?;
@@ -83,7 +74,7 @@ pub async fn get_jobs(
     ctx: &mut Ctx,
     jid: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let token = gate(app, &req.headers, ctx).await?;
+    let token = session::gate_request(app, &req.headers, ctx).await?.token;
     let format = req.format()?;
     let chunk = match jid {
         Some(jid) => json!({"client": "runner", "fun": "jobs.list_job", "jid": jid}),

@@ -94,6 +94,20 @@ pub async fn gate(app: &App, headers: &HeaderMap) -> Result<Session, ApiError> {
     }
 }
 
+/// The session gate with its response decorations (session cookie, `Cache-Control: private`,
+/// the user for the access log): what every session endpoint does first.
+pub async fn gate_request(
+    app: &App,
+    headers: &HeaderMap,
+    ctx: &mut super::Ctx,
+) -> Result<Session, ApiError> {
+    let s = gate(app, headers).await?;
+    ctx.cookie = Some(session_cookie(&s.token));
+    ctx.private = true;
+    ctx.user = Some(s.info.name.clone());
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,10 +14,7 @@ use crate::app::SharedApp;
 /// `GET /stats`.
 pub async fn stats(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
     if !app.settings.rest.stats_disable_auth {
-        let s = session::gate(app, &req.headers).await?;
-        ctx.cookie = Some(session::session_cookie(&s.token));
-        ctx.private = true;
-        ctx.user = Some(s.info.name);
+        session::gate_request(app, &req.headers, ctx).await?;
     }
     let format = req.format()?;
     let body = app.stats.json(app.settings.rest.collect_stats, &app.live());
