@@ -27,6 +27,9 @@ pub struct App {
     pub access_log: Option<crate::http::access_log::AccessLog>,
     /// The login throttle (`None` when `login_rate_limit` is 0).
     pub throttle: Option<crate::throttle::LoginThrottle>,
+    /// `minions.connected` answers shared by concurrent `local` calls of one caller (`None`
+    /// when the master could not answer).
+    pub connected_minions: crate::coalesce::Coalescer<Option<Vec<String>>>,
     /// A weak handle on this `App`, for work that outlives a request (background calls).
     pub me: std::sync::Weak<App>,
 }
@@ -40,6 +43,7 @@ impl App {
             bus_connected: self.hub.is_connected(),
             bus_events: self.hub.events_seen(),
             bus_reconnects: self.hub.reconnects(),
+            job_waiters: self.hub.waiters(),
         }
     }
 

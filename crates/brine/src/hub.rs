@@ -6,8 +6,10 @@
 //!   doubling to 5 s) after the master restarts.
 //! * Job waiters register **by jid before the job is published** ([`Hub::watch`]), so a minion
 //!   that answers within a millisecond is never missed. Each waiter has a bounded queue; if it
-//!   fills, further events for it are dropped and the waiter is told ([`HubMsg::Gap`]), instead
-//!   of the bus reader ever waiting on it.
+//!   fills, further events for it are dropped (and logged) instead of the bus reader ever
+//!   waiting on it. When the subscription drops or comes back, every waiter is told
+//!   ([`HubMsg::Gap`]): events of its job may have been published while Brine was not
+//!   listening.
 //! * Runner jids are chosen by the master and only known after its reply, by which time a
 //!   fast runner may already have returned; the hub keeps the last [`RECENT`] `salt/run/…`
 //!   events and replays those of a jid when a waiter registers for it.
@@ -35,7 +37,7 @@ pub const WAITER_QUEUE: usize = 8192;
 pub enum HubMsg {
     /// An event of the watched jid.
     Event(Arc<Event>),
-    /// Events of the jid may have been lost (bus reconnect, or the waiter's queue was full).
+    /// Events of the jid may have been lost (the bus subscription dropped or came back).
     Gap,
 }
 
@@ -153,6 +155,12 @@ impl Hub {
     /// Events read from the bus since start.
     pub fn events_seen(&self) -> u64 {
         self.inner.events.load(Ordering::Relaxed)
+    }
+
+    /// Registered jid watches (requests waiting for the events of a job).
+    pub fn waiters(&self) -> usize {
+        let waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        waiters.values().map(Vec::len).sum()
     }
 
     /// Times the bus subscription was re-established.

@@ -8,6 +8,7 @@ mod app;
 mod auth;
 mod cli;
 mod clients;
+mod coalesce;
 mod feed;
 mod formatted;
 mod http;
@@ -230,6 +231,7 @@ async fn run(settings: Settings) -> ExitCode {
             settings.brine.login_rate_limit_failures_only,
         ),
         settings: settings.clone(),
+        connected_minions: coalesce::Coalescer::new(std::time::Duration::from_secs(1)),
         me: me.clone(),
     });
     tokio::spawn(hub.clone().run(bus));

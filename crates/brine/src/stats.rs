@@ -108,6 +108,8 @@ pub struct Live {
     pub bus_events: u64,
     /// Times the bus subscription was re-established.
     pub bus_reconnects: u64,
+    /// Requests waiting for the events of a job (registered jid watches).
+    pub job_waiters: usize,
 }
 
 fn open_fds() -> i64 {
@@ -158,6 +160,7 @@ impl Stats {
                 "Event Bus Connected": live.bus_connected,
                 "Event Bus Events": live.bus_events,
                 "Event Bus Reconnects": live.bus_reconnects,
+                "Job Waiters": live.job_waiters,
                 "Open File Descriptors": open_fds(),
             }
         })
@@ -221,6 +224,11 @@ impl Stats {
             },
         );
         registry.register(
+            "job_waiters",
+            "Requests waiting for the events of a job",
+            gauge(live.job_waiters as i64),
+        );
+        registry.register(
             "streams_open",
             "Event streams open (SSE and WebSocket)",
             gauge(self.streams_open.load(Ordering::Relaxed) as i64),
@@ -276,6 +284,7 @@ mod tests {
             bus_connected: true,
             bus_events: 5,
             bus_reconnects: 0,
+            job_waiters: 0,
         };
         let text = s.prometheus(&live);
         assert!(

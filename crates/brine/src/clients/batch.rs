@@ -180,9 +180,7 @@ pub async fn local_batch(app: &App, mut chunk: Map<String, Value>) -> Result<Vec
                         break;
                     }
                 }
-                Some(HubMsg::Gap) => {
-                    tracing::warn!(jid, "event bus gap during a batch; some returns may be missing");
-                }
+                Some(HubMsg::Gap) => return Err(super::bus_lost(&jid)),
                 None => break,
             },
             _ = tokio::time::sleep_until(wake) => {}

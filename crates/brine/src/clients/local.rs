@@ -247,7 +247,7 @@ pub(super) async fn run_and_gather(app: &App, call: &LocalCall) -> Result<Option
         tracing::warn!(ours = %call.jid, theirs = %jid, "master replaced the job id");
         watch = app.hub.watch(&jid);
     }
-    let gathered = gather(app, call, &jid, &minions, missing, watch).await;
+    let gathered = gather(app, call, &jid, &minions, missing, watch).await?;
     Ok(Some(Job {
         jid,
         minions,
@@ -314,7 +314,7 @@ async fn gather(
     minions: &[String],
     missing: Vec<String>,
     mut watch: JidWatch,
-) -> Gathered {
+) -> Result<Gathered, ApiError> {
     let opts = &app.settings.master;
     let timing = Timing {
         timeout: call.timeout,
@@ -336,9 +336,9 @@ async fn gather(
         tokio::select! {
             msg = watch.recv() => match msg {
                 Some(HubMsg::Event(ev)) => g.on_event(&ev),
-                Some(HubMsg::Gap) => {
-                    tracing::warn!(jid, "event bus gap while gathering returns; some may be reported as missing");
-                }
+                // Returns published while the subscription was down are lost: do not report
+                // those minions as silent.
+                Some(HubMsg::Gap) => return Err(super::bus_lost(jid)),
                 None => break,
             },
             msg = async {
@@ -354,7 +354,7 @@ async fn gather(
             _ = tokio::time::sleep_until(wake) => {}
         }
     }
-    g.finish()
+    Ok(g.finish())
 }
 
 /// Publishes one `saltutil.find_job` probe to `pending` and returns the watch on its jid.
@@ -390,7 +390,8 @@ pub(super) async fn find_job(
 }
 
 /// Ids among `failed` that the master does not see connected (`minions.connected`), asked with
-/// the caller's own credentials. Empty when the master's answer is unavailable.
+/// the caller's own credentials; concurrent calls of one caller share one question
+/// ([`crate::coalesce`]). Empty when the master's answer is unavailable.
 async fn not_connected(
     app: &App,
     kwargs: &Map<String, Value>,
@@ -399,28 +400,42 @@ async fn not_connected(
     if !app.settings.master.minion_data_cache {
         return HashSet::new();
     }
+    let Some(shared) = app.self_ref() else {
+        return HashSet::new();
+    };
     let mut load = Map::new();
     load.insert("fun".into(), json!("minions.connected"));
+    let mut parts: Vec<Vec<u8>> = vec![b"minions.connected".to_vec()];
     for k in super::AUTH_KEYS {
         if let Some(v) = kwargs.get(k) {
             load.insert(k.into(), v.clone());
+            parts.push(k.as_bytes().to_vec());
+            parts.push(v.to_string().into_bytes());
         }
     }
-    let reply = match app
-        .master
-        .wheel(load, app.settings.master.publish_timeout)
-        .await
-    {
-        Ok(r) => r,
-        Err(_) => return HashSet::new(),
-    };
-    let connected: HashSet<&str> = match reply.pointer("/data/return").and_then(Value::as_array) {
-        Some(list) if !list.is_empty() => list.iter().filter_map(Value::as_str).collect(),
-        _ => return HashSet::new(),
+    let key = crate::coalesce::key(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let connected = app
+        .connected_minions
+        .get(key, move || async move {
+            let timeout = shared.settings.master.publish_timeout;
+            let reply = shared.master.wheel(load, timeout).await.ok()?;
+            match reply.pointer("/data/return").and_then(Value::as_array) {
+                Some(list) if !list.is_empty() => Some(
+                    list.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect(),
+                ),
+                _ => None,
+            }
+        })
+        .await;
+    let Some(connected) = connected else {
+        return HashSet::new();
     };
     failed
         .iter()
-        .filter(|id| !connected.contains(id.as_str()))
+        .filter(|id| !connected.contains(id))
         .cloned()
         .collect()
 }

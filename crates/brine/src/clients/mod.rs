@@ -53,3 +53,14 @@ pub fn missing_fun(client: Client) -> ApiError {
         client.name()
     ))
 }
+
+/// The 503 of a synchronous command whose events stopped arriving because the event-bus
+/// subscription dropped (the master went away or restarted) while it waited: the job may have
+/// run, but its result can no longer be known here, so it is not guessed.
+pub fn bus_lost(jid: &str) -> ApiError {
+    tracing::warn!(jid, "event bus lost while waiting for a job; answering 503");
+    ApiError::MasterUnavailable(format!(
+        "Lost the connection to the Salt master's event bus while job {jid} was running; \
+         its result is unknown here. Look it up later with GET /jobs/{jid}."
+    ))
+}

@@ -153,14 +153,25 @@ fn timeout_secs(v: &Value) -> Result<f64, ApiError> {
     }
 }
 
+/// How far [`start`] saw the runner get.
+enum Started {
+    /// Its `new` event came.
+    Running,
+    /// Its `ret` event came too.
+    Done(Arc<Event>),
+    /// The bus subscription dropped before either came: the master accepted the job, nothing
+    /// more is known.
+    Unknown,
+}
+
 /// Sends the runner command and waits until the runner has started (its `new` event) or
 /// finished, at most `limit`. Returns the master's `{tag, jid}` reply, the watch on the jid,
-/// and the `ret` event if it already came.
+/// and how far the runner got.
 async fn start(
     app: &App,
     load: Map<String, Value>,
     limit: Duration,
-) -> Result<(Value, JidWatch, Option<Arc<Event>>), ApiError> {
+) -> Result<(Value, JidWatch, Started), ApiError> {
     app.bus_ready().await?;
     let reply = app.master.runner(load).await?;
     let Some(jid) = reply.get("jid").and_then(Value::as_str) else {
@@ -180,17 +191,32 @@ async fn start(
                 return Err(ApiError::Internal);
             }
             Ok(None) => return Err(ApiError::Internal),
-            // Events may have been lost: the start cannot be confirmed; assume it happened.
-            Ok(Some(HubMsg::Gap)) => return Ok((reply, watch, None)),
+            Ok(Some(HubMsg::Gap)) => return Ok((reply, watch, Started::Unknown)),
             Ok(Some(HubMsg::Event(ev))) if ev.tag.ends_with("/ret") => {
-                return Ok((reply, watch, Some(ev)))
+                return Ok((reply, watch, Started::Done(ev)))
             }
             Ok(Some(HubMsg::Event(ev))) if ev.tag.ends_with("/new") => {
-                return Ok((reply, watch, None))
+                return Ok((reply, watch, Started::Running))
             }
             Ok(Some(_)) => {}
         }
     }
+}
+
+/// Whether a runner's `ret` event reports that its function does not exist: Salt 3006 and
+/// 3007 masters start the job anyway and return the failed `verify_fun` as the job's result,
+/// where the Python salt-api, which checks the name itself first, answers 500 (3008 masters
+/// never send a `ret` for it; see [`START_TIMEOUT`]).
+fn unknown_function(ev: &Event, fun: &str) -> bool {
+    ev.data.get("success") == Some(&Value::Bool(false))
+        && ev
+            .data
+            .get("return")
+            .and_then(Value::as_str)
+            .is_some_and(|r| {
+                r.starts_with(&format!("Exception occurred in runner {fun}:"))
+                    && r.contains("verify_fun")
+            })
 }
 
 /// `runner_async`: the master's `{"tag", "jid"}`, once the runner has started.
@@ -212,18 +238,29 @@ pub async fn runner(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiEr
         None => app.settings.master.rest_timeout,
     };
     let deadline = tokio::time::Instant::now() + wait;
+    let fun = load
+        .get("fun")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let finish = |ev: Arc<Event>| {
-        if full_return {
+        if unknown_function(&ev, &fun) {
+            tracing::warn!(fun, "the master has no such runner function");
+            return Err(ApiError::Internal);
+        }
+        Ok(if full_return {
             json!({"tag": ev.tag, "data": ev.data})
         } else {
             ev.data.get("return").cloned().unwrap_or(Value::Null)
-        }
+        })
     };
-    let (reply, mut watch, done) = start(app, load, wait).await?;
-    if let Some(ev) = done {
-        return Ok(finish(ev));
-    }
+    let (reply, mut watch, started) = start(app, load, wait).await?;
     let jid = reply.get("jid").and_then(Value::as_str).unwrap_or("");
+    match started {
+        Started::Done(ev) => return finish(ev),
+        Started::Unknown => return Err(super::bus_lost(jid)),
+        Started::Running => {}
+    }
     let tag = reply
         .get("tag")
         .and_then(Value::as_str)
@@ -237,10 +274,8 @@ pub async fn runner(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiEr
                 return Err(ApiError::GatewayTimeout);
             }
             Ok(None) => return Err(ApiError::Internal),
-            Ok(Some(HubMsg::Gap)) => {
-                tracing::warn!(jid, "event bus gap while waiting for a runner");
-            }
-            Ok(Some(HubMsg::Event(ev))) if ev.tag.starts_with(&ret_tag) => return Ok(finish(ev)),
+            Ok(Some(HubMsg::Gap)) => return Err(super::bus_lost(jid)),
+            Ok(Some(HubMsg::Event(ev))) if ev.tag.starts_with(&ret_tag) => return finish(ev),
             Ok(Some(_)) => {}
         }
     }
@@ -249,6 +284,26 @@ pub async fn runner(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_3006_unknown_function_return_is_recognised() {
+        let ev = |ret: &str, success: bool| Event {
+            tag: "salt/run/1/ret".into(),
+            data: json!({"fun": "runner.nosuch.fun", "success": success, "return": ret}),
+        };
+        // As a Salt 3006.29 master sends it.
+        let text =
+            "Exception occurred in runner nosuch.fun: Traceback (most recent call last):\n  \
+                    File \"salt/client/mixins.py\", line 341, in low\n    \
+                    salt.utils.lazy.verify_fun(self_functions, fun)\n\
+                    salt.exceptions.CommandExecutionError: 'nosuch.fun' is not available.\n";
+        assert!(unknown_function(&ev(text, false), "nosuch.fun"));
+        assert!(!unknown_function(&ev(text, false), "other.fun"));
+        assert!(!unknown_function(&ev(text, true), "nosuch.fun"));
+        // A runner that exists and raised is a result, as in the reference.
+        let raised = "Exception occurred in runner nosuch.fun: Traceback ...\nValueError: x\n";
+        assert!(!unknown_function(&ev(raised, false), "nosuch.fun"));
+    }
 
     #[test]
     fn kwarg_regex() {
