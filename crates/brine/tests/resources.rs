@@ -330,6 +330,17 @@ async fn batch_and_subset_match_the_reference() {
             ),
         ),
     ] {
+        if what == "batch bad spec" {
+            let c = send(&st.cherry, &req.clone().header("X-Auth-Token", &s.cherry)).await;
+            if c.status == 500 {
+                // Salt before 3008 fails inside the batch code (500); 3008 checks the spec
+                // first and says why (400), which Brine does for every version.
+                let b = send(&st.brine, &req.clone().header("X-Auth-Token", &s.brine)).await;
+                assert_eq!(b.status, 400, "{}", b.text());
+                assert!(b.text().contains("Invalid batch specification 'x'"));
+                continue;
+            }
+        }
         same_session(st, &s, what, &req).await;
     }
     // A subset of 2: two of the four minions, each answering.
