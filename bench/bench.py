@@ -179,33 +179,32 @@ class Watch:
 
 
 class Stack:
-    def __init__(self, minions, bin_dir, minion_extra, master_extra):
-        self.root = tempfile.mkdtemp(prefix="brine-bench-")
+    def __init__(self, minions, bin_dir, minion_extra, master_extra, references=True, prefix="brine-bench-"):
+        self.root = tempfile.mkdtemp(prefix=prefix)
         self.py = sys.executable
         self.bin_dir = bin_dir
         self.minions = minions
         cmd = [self.py, os.path.join(REPO, "scripts", "saltstack.py"), "start", "--root", self.root,
-               "--minions", str(minions), "--reference", "cherrypy,tornado", "--watch-pid", str(os.getpid())]
+               "--minions", str(minions), "--watch-pid", str(os.getpid())]
+        if references:
+            cmd += ["--reference", "cherrypy,tornado"]
         if minion_extra:
             cmd += ["--minion-extra", minion_extra]
         if master_extra:
             cmd += ["--extra-config", master_extra]
-        log("starting master, minions, rest_cherrypy and rest_tornado: " + " ".join(cmd[2:]))
+        log("starting the master, minions" + (", rest_cherrypy and rest_tornado" if references else "")
+            + ": " + " ".join(cmd[2:]))
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         with open(os.path.join(self.root, "stack.json")) as f:
             self.info = json.load(f)
         self.master_config = self.info["master_config"]
-        self.urls = {
-            "brine": self.start_brine(),
-            "rest_cherrypy": f"http://127.0.0.1:{self.info['cherrypy_port']}",
-            "rest_tornado": f"http://127.0.0.1:{self.info['tornado_port']}",
-        }
-        self.pids = {
-            "brine": self.brine_proc.pid,
-            "rest_cherrypy": port_owner(self.info["cherrypy_port"]),
-            "rest_tornado": port_owner(self.info["tornado_port"]),
-            "raw": None,
-        }
+        self.urls = {"brine": self.start_brine()}
+        self.pids = {"brine": self.brine_proc.pid, "raw": None}
+        if references:
+            self.urls["rest_cherrypy"] = f"http://127.0.0.1:{self.info['cherrypy_port']}"
+            self.urls["rest_tornado"] = f"http://127.0.0.1:{self.info['tornado_port']}"
+            self.pids["rest_cherrypy"] = port_owner(self.info["cherrypy_port"])
+            self.pids["rest_tornado"] = port_owner(self.info["tornado_port"])
         log(f"server pids: {self.pids}")
 
     def start_brine(self):
