@@ -137,6 +137,20 @@ fn assert_503(r: &Resp, what: &str) {
     );
 }
 
+/// Each chunk is refused with a JSON 503 in under 10 s.
+async fn assert_quick_503s(st: &Stack, token: &str, chunks: impl IntoIterator<Item = Value>) {
+    for chunk in chunks {
+        let started = Instant::now();
+        let r = run(st, token, &chunk).await;
+        assert_503(&r, &chunk.to_string());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{chunk}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 #[tokio::test]
 async fn master_killed_mid_local_runner_and_stream() {
     let _serial = SERIAL.lock().await;
@@ -200,16 +214,16 @@ async fn master_killed_mid_local_runner_and_stream() {
     let (s, took) = stats(st, &token).await;
     assert!(took < Duration::from_millis(100), "/stats took {took:?}");
     assert_eq!(s["Event Bus Connected"], json!(false), "{s}");
-    for chunk in [
-        ping(),
-        json!({"client": "runner", "fun": "test.arg"}),
-        json!({"client": "wheel", "fun": "key.list_all"}),
-    ] {
-        let started = Instant::now();
-        let r = run(st, &token, &chunk).await;
-        assert_503(&r, &chunk.to_string());
-        assert!(started.elapsed() < Duration::from_secs(10));
-    }
+    assert_quick_503s(
+        st,
+        &token,
+        [
+            ping(),
+            json!({"client": "runner", "fun": "test.arg"}),
+            json!({"client": "wheel", "fun": "key.list_all"}),
+        ],
+    )
+    .await;
     let r = send(&st.brine, &Req::post_json("/login", &st.creds())).await;
     assert_503(&r, "login");
 
@@ -332,20 +346,16 @@ async fn missing_bus_socket_gives_503_until_the_master_restores_it() {
     let r = send(&st.brine, &Req::post_json("/login", &st.creds())).await;
     assert_503(&r, "login");
     assert!(started.elapsed() < Duration::from_secs(10));
-    for chunk in [
-        ping(),
-        json!({"client": "runner", "fun": "test.arg"}),
-        json!({"client": "local_async", "tgt": "*", "fun": "test.ping"}),
-    ] {
-        let started = Instant::now();
-        let r = run(st, &token, &chunk).await;
-        assert_503(&r, &chunk.to_string());
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{chunk}: {:?}",
-            started.elapsed()
-        );
-    }
+    assert_quick_503s(
+        st,
+        &token,
+        [
+            ping(),
+            json!({"client": "runner", "fun": "test.arg"}),
+            json!({"client": "local_async", "tgt": "*", "fun": "test.ping"}),
+        ],
+    )
+    .await;
     // Event streams open and wait for the bus.
     let mut sse = open_sse(&st.brine, &[("X-Auth-Token", &token)]).await;
     assert_eq!(sse.status, 200);

@@ -405,15 +405,13 @@ async fn not_connected(
     };
     let mut load = Map::new();
     load.insert("fun".into(), json!("minions.connected"));
-    let mut parts: Vec<Vec<u8>> = vec![b"minions.connected".to_vec()];
     for k in super::AUTH_KEYS {
         if let Some(v) = kwargs.get(k) {
             load.insert(k.into(), v.clone());
-            parts.push(k.as_bytes().to_vec());
-            parts.push(v.to_string().into_bytes());
         }
     }
-    let key = crate::coalesce::key(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    // The load is the question and the caller's credentials: it is the key.
+    let key = crate::coalesce::key(&[&serde_json::to_vec(&load).unwrap_or_default()]);
     let connected = app
         .connected_minions
         .get(key, move || async move {
