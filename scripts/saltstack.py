@@ -7,7 +7,7 @@ Usage (normally with the project venv's python, see scripts/salt-venv):
 
     saltstack.py start --root DIR [--minions 2] [--transport zeromq|tcp]
                        [--ipc-mode ipc|tcp] [--reference cherrypy[,tornado]]
-                       [--brine-port PORT] [--watch-pid PID] [--timeout 90]
+                       [--brine-port PORT] [--watch-pid PID [--remove-root]] [--timeout 90]
                        [--extra-config YAML] [--rest-extra YAML] [--minion-extra YAML]
                        [--no-netapi-marker]
     saltstack.py stop --root DIR [--grace 10]
@@ -50,6 +50,7 @@ import os
 import pwd
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -1085,7 +1086,8 @@ def cmd_start(args):
             if watch:
                 spawn(paths, "watchdog", [sys.executable, os.path.realpath(__file__), "_watchdog",
                                                "--root", paths.root, "--pid", str(watch[0]),
-                                               "--pid-start", str(watch[1])], env)
+                                               "--pid-start", str(watch[1])]
+                      + (["--remove-root"] if args.remove_root else []), env)
                 stack["watch_pid"] = watch[0]
             stack["start_seconds"] = round(time.monotonic() - t0, 2)
             save_stack(paths, stack)
@@ -1250,6 +1252,9 @@ def cmd_watchdog(args):
         log("watchdog: %s; stopping anyway" % e)
         stop_stack(paths)
     remove_pidfile(paths, "watchdog")
+    if args.remove_root:
+        log("watchdog: removing %s" % paths.root)
+        shutil.rmtree(paths.root, ignore_errors=True)
     return 0
 
 
@@ -1273,6 +1278,9 @@ def main(argv=None):
     p.add_argument("--reference", default="", help="also start Python salt-api: cherrypy[,tornado]")
     p.add_argument("--brine-port", type=int, help="port recorded for Brine (default: a free one)")
     p.add_argument("--watch-pid", type=int, help="stop the whole stack when this pid exits")
+    p.add_argument("--remove-root", action="store_true",
+                   help="with --watch-pid: also delete DIR once the stack is stopped (test and "
+                        "bench stacks, which would otherwise pile up in the temp directory)")
     p.add_argument("--rest-extra", default="",
                    help="YAML mapping merged into the generated rest_cherrypy block (app, static, ssl_crt, ...)")
     p.add_argument("--extra-config", default="",
@@ -1312,6 +1320,7 @@ def main(argv=None):
     p.add_argument("--root", required=True)
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--pid-start", type=int, required=True)
+    p.add_argument("--remove-root", action="store_true")
     p.set_defaults(func=cmd_watchdog)
 
     args = ap.parse_args(argv)

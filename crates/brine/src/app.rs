@@ -44,6 +44,7 @@ impl App {
             bus_events: self.hub.events_seen(),
             bus_reconnects: self.hub.reconnects(),
             job_waiters: self.hub.waiters(),
+            events_kept: self.hub.feed().kept(),
         }
     }
 

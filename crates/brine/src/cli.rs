@@ -4,7 +4,16 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// How log lines are written.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `message` and the fields).
+    Json,
+}
 
 /// salt-api's log levels, mapped onto tracing levels.
 pub fn tracing_level(level: &str) -> Option<&'static str> {
@@ -28,7 +37,8 @@ pub struct Cli {
         short = 'c',
         long = "config-dir",
         default_value = "/etc/salt",
-        env = "SALT_CONFIG_DIR"
+        env = "SALT_CONFIG_DIR",
+        global = true
     )]
     pub config_dir: PathBuf,
 
@@ -43,6 +53,10 @@ pub struct Cli {
     /// Level of the log file (as --log-level).
     #[arg(long = "log-file-level", default_value = "warning")]
     pub log_file_level: String,
+
+    /// Format of every log line (console, --log-file, error and audit files).
+    #[arg(long = "log-format", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 
     /// Write the process id to this file.
     #[arg(long = "pid-file")]
@@ -62,6 +76,18 @@ pub struct Cli {
     pub host: Option<IpAddr>,
 
     /// Listen on this port instead of rest_cherrypy.port.
-    #[arg(long = "port")]
+    #[arg(long = "port", global = true)]
     pub port: Option<u16>,
+
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands (without one, Brine serves).
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Read the configuration as the daemon would; print every option Brine honours with its
+    /// value and file, warn about options it ignores; exit 2 if it could not start.
+    CheckConfig,
 }

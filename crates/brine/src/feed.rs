@@ -6,7 +6,10 @@
 //!   client resuming with it is told that events were lost instead of silently skipping some.
 //! * Each event is encoded once, as its SSE frame; the JSON and WebSocket frames are slices of
 //!   it, shared by every stream: 10 000 streams cost one serialisation per event, not 10 000.
-//! * The replay ring is bounded by count and by bytes, so big events cannot make it large.
+//! * The replay ring is bounded by count, by bytes and by age, so big events cannot make it
+//!   large and a quiet bus gives its memory back. It keeps only the encoded frame of each event
+//!   (the parsed data, several times larger, goes with the live event); the rare replay that
+//!   needs the data again (rest_tornado's formatted events) parses it back from the frame.
 //! * The broadcast channel is bounded; a stream that falls behind it is told how far (and is
 //!   disconnected by its owner). Memory does not grow with slow clients: the channel holds each
 //!   event once, whatever the number of receivers.
@@ -15,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
@@ -30,8 +33,8 @@ use crate::http::negotiate::to_python_json;
 pub struct StreamEvent {
     /// Sequence number (the SSE `id`).
     pub id: u64,
-    /// The bus event.
-    pub event: Arc<Event>,
+    /// The bus event: set for a live event, parsed back from `sse` for a kept one.
+    event: OnceLock<Arc<Event>>,
     /// The SSE frame; the other encodings are slices of it.
     sse: Bytes,
     /// Where `data: ` starts in `sse`.
@@ -55,12 +58,37 @@ impl StreamEvent {
         out.extend_from_slice(b"\n\n");
         StreamEvent {
             id,
-            event,
+            event: OnceLock::from(event),
             sse: Bytes::from(out),
             data_at: head.len(),
             ws_json: OnceLock::new(),
             ws_data: OnceLock::new(),
         }
+    }
+
+    /// The same event without its parsed data, for the replay ring: what it holds is the
+    /// frame, shared with this event.
+    fn kept(&self) -> StreamEvent {
+        StreamEvent {
+            id: self.id,
+            event: OnceLock::new(),
+            sse: self.sse.clone(),
+            data_at: self.data_at,
+            ws_json: OnceLock::new(),
+            ws_data: OnceLock::new(),
+        }
+    }
+
+    /// The bus event (tag and data).
+    pub fn event(&self) -> &Arc<Event> {
+        self.event.get_or_init(|| {
+            // Only kept events get here: the frame is the JSON this module wrote.
+            let v: Value = serde_json::from_slice(&self.json()).unwrap_or(Value::Null);
+            Arc::new(Event {
+                tag: v["tag"].as_str().unwrap_or_default().to_owned(),
+                data: v.get("data").cloned().unwrap_or(Value::Null),
+            })
+        })
     }
 
     /// `{"data": <data>, "tag": <tag>}`.
@@ -84,9 +112,9 @@ impl StreamEvent {
             .get_or_init(|| utf8(self.sse.slice(self.data_at..)))
     }
 
-    /// Approximate memory this event holds (its data and its encoding).
+    /// Approximate memory a kept event holds: its frame and its bookkeeping.
     pub fn weight(&self) -> usize {
-        2 * self.sse.len() + 64
+        self.sse.len() + 192
     }
 }
 
@@ -150,11 +178,28 @@ pub struct Feed {
 }
 
 struct Ring {
-    events: VecDeque<Arc<StreamEvent>>,
+    /// Kept events with the time they came.
+    events: VecDeque<(Instant, Arc<StreamEvent>)>,
     capacity: usize,
     max_bytes: usize,
+    /// How long an event is kept (`None`: until count or bytes push it out).
+    max_age: Option<Duration>,
     bytes: usize,
     next_id: u64,
+}
+
+impl Ring {
+    fn expire(&mut self, now: Instant) {
+        let Some(age) = self.max_age else { return };
+        while let Some((at, _)) = self.events.front() {
+            if now.saturating_duration_since(*at) <= age {
+                break;
+            }
+            if let Some((_, old)) = self.events.pop_front() {
+                self.bytes -= old.weight();
+            }
+        }
+    }
 }
 
 /// The first id of this process.
@@ -175,6 +220,7 @@ impl Feed {
                 events: VecDeque::with_capacity(ring.min(1 << 16)),
                 capacity: ring,
                 max_bytes: ring_bytes,
+                max_age: None,
                 bytes: 0,
                 next_id: first_id(),
             }),
@@ -194,16 +240,18 @@ impl Feed {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let ev = Arc::new(StreamEvent::new(ring.next_id, event));
         ring.next_id += 1;
+        let now = Instant::now();
         if ring.capacity > 0 && ev.weight() <= ring.max_bytes {
             ring.bytes += ev.weight();
-            ring.events.push_back(ev.clone());
+            ring.events.push_back((now, Arc::new(ev.kept())));
             while ring.events.len() > ring.capacity || ring.bytes > ring.max_bytes {
                 match ring.events.pop_front() {
-                    Some(old) => ring.bytes -= old.weight(),
+                    Some((_, old)) => ring.bytes -= old.weight(),
                     None => break,
                 }
             }
         }
+        ring.expire(now);
         // No receivers is fine.
         let _ = self.tx.send(ev);
     }
@@ -213,9 +261,29 @@ impl Feed {
         self.tx.subscribe()
     }
 
+    /// Keeps events for at most `age` (zero: no age limit).
+    pub fn set_max_age(&self, age: Duration) {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.max_age = (!age.is_zero()).then_some(age);
+    }
+
+    /// Drops kept events older than the age limit (publishing does it too; this is for a quiet
+    /// bus, so that its memory goes back).
+    pub fn expire(&self) {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.expire(Instant::now());
+    }
+
+    /// Events and bytes kept for resumption.
+    pub fn kept(&self) -> (usize, usize) {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        (ring.events.len(), ring.bytes)
+    }
+
     /// Subscribes, replaying what came after `last_id` if the ring still has it.
     pub fn resume(&self, last_id: Option<u64>) -> Resume {
-        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.expire(Instant::now());
         let rx = self.tx.subscribe();
         let Some(last) = last_id else {
             return Resume {
@@ -224,13 +292,17 @@ impl Feed {
                 rx,
             };
         };
-        let oldest = ring.events.front().map(|e| e.id).unwrap_or(ring.next_id);
+        let oldest = ring
+            .events
+            .front()
+            .map(|(_, e)| e.id)
+            .unwrap_or(ring.next_id);
         let lost = (last + 1 < oldest && last + 1 < ring.next_id).then_some((last, oldest));
         let replay = ring
             .events
             .iter()
-            .filter(|e| e.id > last)
-            .cloned()
+            .filter(|(_, e)| e.id > last)
+            .map(|(_, e)| e.clone())
             .collect();
         Resume { replay, lost, rx }
     }
@@ -347,6 +419,45 @@ mod tests {
         // Up to date: nothing to replay.
         let r = feed.resume(Some(base + 3));
         assert!(r.replay.is_empty() && r.lost.is_none());
+    }
+
+    #[test]
+    fn kept_events_hold_only_their_frame_and_give_their_data_back() {
+        let feed = Feed::new(4, 1 << 20, 16);
+        let base = feed.next_id();
+        let data = json!({"jid": "1", "return": {"a": [1, 2.5, null, "x\ny"]}, "success": true});
+        feed.publish(Arc::new(Event {
+            tag: "salt/job/1/ret/m1".into(),
+            data: data.clone(),
+        }));
+        let r = feed.resume(Some(base - 1));
+        assert_eq!(r.replay.len(), 1);
+        let kept = &r.replay[0];
+        assert!(kept.event.get().is_none(), "the ring keeps no parsed data");
+        assert_eq!(kept.event().tag, "salt/job/1/ret/m1");
+        assert_eq!(kept.event().data, data);
+        assert_eq!(feed.kept(), (1, kept.weight()));
+    }
+
+    #[test]
+    fn kept_events_expire() {
+        let feed = Feed::new(100, 1 << 20, 16);
+        feed.set_max_age(Duration::from_millis(50));
+        let base = feed.next_id();
+        feed.publish(ev(0));
+        feed.publish(ev(1));
+        assert_eq!(feed.kept().0, 2);
+        std::thread::sleep(Duration::from_millis(80));
+        feed.expire();
+        assert_eq!(feed.kept(), (0, 0));
+        // A client that saw the first one is told the second is gone.
+        let r = feed.resume(Some(base));
+        assert!(r.replay.is_empty());
+        assert_eq!(r.lost, Some((base, base + 2)));
+        feed.publish(ev(2));
+        let r = feed.resume(Some(base));
+        assert_eq!(r.lost, Some((base, base + 2)));
+        assert_eq!(r.replay.len(), 1);
     }
 
     #[test]

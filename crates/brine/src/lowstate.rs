@@ -141,6 +141,8 @@ pub struct Exec {
     pub token: Option<String>,
     /// A client forced on every chunk (`POST /minions` forces `local_async`).
     pub client: Option<Client>,
+    /// The session's user and eauth backend, for the audit trail.
+    pub caller: Option<(String, String)>,
 }
 
 /// Most chunks one request may carry.
@@ -179,11 +181,20 @@ pub async fn execute(app: &App, chunks: Vec<Value>, exec: &Exec) -> Result<Vec<V
             }
         }
         let client = validate(app, &chunk).await?;
-        let outcome = clients::dispatch(app, client, chunk).await;
+        let audit = crate::audit::Entry::new(exec.caller.as_ref(), client, &chunk);
+        let started = std::time::Instant::now();
+        let (outcome, jids) =
+            crate::audit::collect_jids(clients::dispatch(app, client, chunk)).await;
         let label = match &outcome {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.status().as_u16().to_string(),
         };
+        audit.record(
+            jids,
+            outcome.as_deref().ok(),
+            &label,
+            started.elapsed().as_millis() as u64,
+        );
         app.stats
             .chunks
             .get_or_create(&ClientLabels {

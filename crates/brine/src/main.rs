@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 mod app;
+mod audit;
 mod auth;
+mod check;
 mod cli;
 mod clients;
 mod coalesce;
@@ -14,6 +16,7 @@ mod formatted;
 mod http;
 mod hub;
 mod jid;
+mod logging;
 mod lowstate;
 mod master;
 mod settings;
@@ -28,83 +31,23 @@ use std::sync::Arc;
 use clap::Parser;
 use salt_wire::config::MasterConfig;
 use salt_wire::pool::MasterPool;
-use tracing_subscriber::prelude::*;
 
 use crate::app::App;
+
+/// jemalloc with its background purging threads: memory freed after a load (thousands of
+/// closed connections) goes back to the operating system within seconds, where glibc's malloc
+/// keeps it in its arenas for the life of the process.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use crate::auth::Auth;
 use crate::hub::Hub;
 use crate::master::Master;
 use crate::settings::{Overrides, Settings};
 
-fn init_logging(
-    cli: &cli::Cli,
-    debug: bool,
-    error_file: Option<&std::path::Path>,
-) -> Result<(), String> {
-    let console = cli::tracing_level(&cli.log_level)
-        .ok_or_else(|| format!("--log-level: unknown level {:?}", cli.log_level))?;
-    let console = if debug && console != "trace" {
-        "debug"
-    } else {
-        console
-    };
-    // Third-party crates stay at warn unless trace is asked for.
-    let filter = |level: &str| {
-        let deps = if level == "trace" { "trace" } else { "warn" };
-        tracing_subscriber::EnvFilter::new(format!(
-            "{deps},brine={level},salt_wire={level},brine::access={}",
-            if level == "off" { "off" } else { level }
-        ))
-    };
-    let console_layer = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .with_filter(filter(console));
-    let file_layer = match &cli.log_file {
-        Some(path) => {
-            let level = cli::tracing_level(&cli.log_file_level).ok_or_else(|| {
-                format!("--log-file-level: unknown level {:?}", cli.log_file_level)
-            })?;
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("--log-file {}: {e}", path.display()))?;
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .with_writer(std::sync::Mutex::new(file))
-                    .with_filter(filter(level)),
-            )
-        }
-        None => None,
-    };
-    // `rest_cherrypy.log_error_file`: error lines also go there.
-    let error_layer = match error_file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("rest_cherrypy.log_error_file {}: {e}", path.display()))?;
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .with_writer(std::sync::Mutex::new(file))
-                    .with_filter(tracing_subscriber::EnvFilter::new("error")),
-            )
-        }
-        None => None,
-    };
-    tracing_subscriber::registry()
-        .with(console_layer)
-        .with(file_layer)
-        .with(error_layer)
-        .try_init()
-        .map_err(|e| e.to_string())
-}
-
 fn main() -> ExitCode {
+    // Purge freed pages in the background (jemalloc's default decay, about 10 s), also while
+    // the process is idle.
+    let purging = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = cli::Cli::parse();
     let config_file = cli.config_dir.join("master");
     let cfg = match MasterConfig::load(&config_file) {
@@ -118,6 +61,9 @@ fn main() -> ExitCode {
         host: cli.host,
         port: cli.port,
     };
+    if let Some(cli::Command::CheckConfig) = cli.command {
+        return check::run(&cfg, &over);
+    }
     // `rest_cherrypy.debug` raises the log level; peek at it before logging starts so that
     // every note about the configuration is logged once, at the right level.
     let debug = cfg
@@ -125,14 +71,30 @@ fn main() -> ExitCode {
         .and_then(|b| b.get("debug"))
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
-    let error_file = cfg
-        .get("rest_cherrypy")
-        .and_then(|b| b.get("log_error_file"))
-        .and_then(serde_json::Value::as_str)
-        .map(std::path::PathBuf::from);
-    if let Err(e) = init_logging(&cli, debug, error_file.as_deref()) {
-        eprintln!("brine: {e}");
-        return ExitCode::from(2);
+    let file_option = |block: &str, key: &str| {
+        cfg.get(block)
+            .and_then(|b| b.get(key))
+            .and_then(serde_json::Value::as_str)
+            .map(std::path::PathBuf::from)
+    };
+    let error_file = file_option("rest_cherrypy", "log_error_file");
+    let audit_file = file_option("brine", "audit_log_file");
+    let log_files = match logging::init(
+        &cli,
+        debug,
+        logging::Files {
+            error: error_file.as_deref(),
+            audit: audit_file.as_deref(),
+        },
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("brine: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = purging {
+        tracing::warn!("jemalloc background purging is off: {e}");
     }
     let settings = match Settings::from_config(&cfg, &over) {
         Ok(s) => s,
@@ -165,14 +127,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run(settings));
+    let code = runtime.block_on(run(settings, log_files));
     if let Some(pid_file) = &cli.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
     code
 }
 
-async fn run(settings: Settings) -> ExitCode {
+async fn run(settings: Settings, log_files: Vec<Arc<logging::LogFile>>) -> ExitCode {
     let tls = if settings.rest.disable_ssl {
         None
     } else {
@@ -207,6 +169,18 @@ async fn run(settings: Settings) -> ExitCode {
         settings.brine.event_ring_bytes,
         settings.brine.stream_buffer,
     );
+    hub.feed().set_max_age(settings.brine.event_ring_seconds);
+    if !settings.brine.event_ring_seconds.is_zero() {
+        // Ages kept events out while the bus is quiet too.
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                hub.feed().expire();
+            }
+        });
+    }
     let bus = opts.bus_pub();
     let stats = Arc::new(stats::Stats::default());
     let access_log = match &settings.rest.log_access_file {
@@ -219,6 +193,7 @@ async fn run(settings: Settings) -> ExitCode {
             }
         },
     };
+    let access_log_handle = access_log.clone();
     let app = Arc::new_cyclic(|me| App {
         master: Master::new(pool, opts.clone(), stats.clone()),
         hub: hub.clone(),
@@ -242,7 +217,7 @@ async fn run(settings: Settings) -> ExitCode {
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
-                    Ok(ev) => app.auth.on_event(&ev.event.tag, &ev.event.data),
+                    Ok(ev) => app.auth.on_event(&ev.event().tag, &ev.event().data),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "revocation listener fell behind the bus");
                     }
@@ -256,11 +231,41 @@ async fn run(settings: Settings) -> ExitCode {
         tls = tls.is_some(),
         master = %format!("{}:{}", opts.connect_host, opts.ret_port),
         config = %settings.config_file.display(),
+        audit = %settings
+            .brine
+            .audit_log_file
+            .as_deref()
+            .map_or_else(|| "with the other logs".into(), |p| p.display().to_string()),
         "Brine {} listening", env!("CARGO_PKG_VERSION")
     );
+    reopen_on_sighup(log_files, access_log_handle);
     http::serve(app, listener, tls, shutdown_signal()).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// SIGHUP reopens the log files (after logrotate moved them), the access log included.
+fn reopen_on_sighup(
+    files: Vec<Arc<logging::LogFile>>,
+    access_log: Option<http::access_log::AccessLog>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGHUP: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reopening log files");
+            logging::reopen(&files);
+            if let Some(a) = &access_log {
+                a.reopen();
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

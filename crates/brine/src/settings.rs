@@ -86,6 +86,8 @@ pub struct BrineSettings {
     pub event_ring: usize,
     /// Bytes those kept events may take at most.
     pub event_ring_bytes: usize,
+    /// How long an event is kept for resumption (zero: no age limit).
+    pub event_ring_seconds: Duration,
     /// Events a stream may fall behind the bus before Brine disconnects it.
     pub stream_buffer: usize,
     /// Accept `/events?token=` (and `salt_token=`) as Salt releases before 3008.3 did (D5).
@@ -103,6 +105,8 @@ pub struct BrineSettings {
     pub login_burst: u64,
     /// Count only attempts the master refused (a password guess), not successful logins.
     pub login_rate_limit_failures_only: bool,
+    /// The audit trail's own file (main.rs opens it with the other logs).
+    pub audit_log_file: Option<PathBuf>,
 }
 
 /// Everything Brine needs, read once at startup.
@@ -121,7 +125,7 @@ pub struct Settings {
 }
 
 /// Keys of `rest_cherrypy:` that are accepted and have no effect in Brine (with why).
-const IGNORED_REST_KEYS: &[(&str, &str)] = &[
+pub const IGNORED_REST_KEYS: &[(&str, &str)] = &[
     (
         "thread_pool",
         "Brine is asynchronous; concurrency is bounded by brine.pool_size",
@@ -159,10 +163,7 @@ impl Settings {
                 "rest_cherrypy".into(),
                 serde_json::json!({"disable_ssl": true}),
             );
-            with_default = MasterConfig {
-                values,
-                ..cfg.clone()
-            };
+            with_default = cfg.with_values(values);
             &with_default
         } else {
             cfg
@@ -188,6 +189,7 @@ impl Settings {
                 body_max_depth: b.integer("body_max_depth", 64, 4, 1024)? as usize,
                 event_ring: b.integer("event_ring", 10_000, 0, 10_000_000)? as usize,
                 event_ring_bytes: b.integer("event_ring_bytes", 16 << 20, 0, 1 << 40)? as usize,
+                event_ring_seconds: b.seconds("event_ring_seconds", 300.0)?,
                 stream_buffer: b.integer("stream_buffer", 4096, 16, 1_000_000)? as usize,
                 events_query_token: b.boolean("events_query_token", false)?,
                 hook_redact_auth_headers: b.boolean("hook_redact_auth_headers", true)?,
@@ -197,6 +199,7 @@ impl Settings {
                 login_burst: b.integer("login_burst", 10, 1, 1_000_000)?,
                 login_rate_limit_failures_only: b
                     .boolean("login_rate_limit_failures_only", true)?,
+                audit_log_file: b.string("audit_log_file")?.map(PathBuf::from),
             },
             None => BrineSettings {
                 pool_size: default_pool as usize,
@@ -206,6 +209,7 @@ impl Settings {
                 body_max_depth: 64,
                 event_ring: 10_000,
                 event_ring_bytes: 16 << 20,
+                event_ring_seconds: Duration::from_secs(300),
                 stream_buffer: 4096,
                 events_query_token: false,
                 hook_redact_auth_headers: true,
@@ -214,6 +218,7 @@ impl Settings {
                 login_rate_limit: 10,
                 login_burst: 10,
                 login_rate_limit_failures_only: true,
+                audit_log_file: None,
             },
         };
         Ok(Settings {

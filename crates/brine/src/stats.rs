@@ -110,6 +110,8 @@ pub struct Live {
     pub bus_reconnects: u64,
     /// Requests waiting for the events of a job (registered jid watches).
     pub job_waiters: usize,
+    /// Events kept for streams that resume with `Last-Event-ID`, and their bytes.
+    pub events_kept: (usize, usize),
 }
 
 fn open_fds() -> i64 {
@@ -161,6 +163,8 @@ impl Stats {
                 "Event Bus Events": live.bus_events,
                 "Event Bus Reconnects": live.bus_reconnects,
                 "Job Waiters": live.job_waiters,
+                "Events Kept": live.events_kept.0,
+                "Events Kept Bytes": live.events_kept.1,
                 "Open File Descriptors": open_fds(),
             }
         })
@@ -229,6 +233,16 @@ impl Stats {
             gauge(live.job_waiters as i64),
         );
         registry.register(
+            "events_kept",
+            "Events kept for streams that resume with Last-Event-ID",
+            gauge(live.events_kept.0 as i64),
+        );
+        registry.register(
+            "events_kept_bytes",
+            "Approximate bytes of the events kept for resumption",
+            gauge(live.events_kept.1 as i64),
+        );
+        registry.register(
             "streams_open",
             "Event streams open (SSE and WebSocket)",
             gauge(self.streams_open.load(Ordering::Relaxed) as i64),
@@ -285,6 +299,7 @@ mod tests {
             bus_events: 5,
             bus_reconnects: 0,
             job_waiters: 0,
+            events_kept: (3, 1200),
         };
         let text = s.prometheus(&live);
         assert!(

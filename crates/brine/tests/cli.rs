@@ -106,3 +106,52 @@ fn version_and_help_work() {
         assert!(text.contains(flag), "{flag} missing from --help");
     }
 }
+
+#[test]
+fn check_config_lists_honoured_options_with_their_files() {
+    let dir = config_dir(
+        "check",
+        "ret_port: 4606\nrest_cherrypy:\n  port: 8000\n  disable_ssl: true\n  thread_pool: 40\n\
+         rest_tornado:\n  port: 8001\n",
+        &[(
+            "master.d/brine.conf",
+            "brine:\n  pool_size: 3\n  pool_sise: 4\n  redis_password: hunter2\n",
+        )],
+    );
+    let d = dir.to_str().unwrap_or("");
+    let (code, text) = brine(&["check-config", "-c", d]);
+    assert_eq!(code, 0, "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no line for {name} in:\n{text}"))
+            .to_owned()
+    };
+    assert!(line("ret_port").contains("4606") && line("ret_port").ends_with("/master"));
+    assert!(line("rest_cherrypy.port").contains("= 8000"), "{text}");
+    assert!(
+        line("brine.pool_size").ends_with("master.d/brine.conf"),
+        "{text}"
+    );
+    assert!(line("publish_timeout").contains("(default)"), "{text}");
+    for needle in [
+        "rest_cherrypy.thread_pool: accepted and ignored",
+        "brine.pool_sise: not a Brine option",
+        "brine.redis_password: not a Brine option",
+        "rest_tornado (",
+        "OK: Brine can start",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+    assert!(!text.contains("hunter2"), "a secret was printed:\n{text}");
+
+    // What would stop the daemon makes check-config fail, with the file and key.
+    let dir = config_dir("check-bad", "rest_cherrypy:\n  port: 8000\n", &[]);
+    let (code, text) = brine(&["check-config", "-c", dir.to_str().unwrap_or("")]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("Errors:") && text.contains("ssl_crt"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+}

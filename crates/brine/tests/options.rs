@@ -255,3 +255,62 @@ async fn api_acl_and_authorized_ips_match_the_reference() {
         assert_eq!(html_parts(&text)["message"], "Bad IP", "{base}");
     }
 }
+
+/// `/openapi.json` describes this deployment (root_prefix, app, static paths) and is a valid
+/// OpenAPI 3.0 document by the reference validator (`openapi-spec-validator` in the venv).
+#[tokio::test]
+async fn openapi_document_is_valid_and_follows_the_configuration() {
+    let st = st();
+    let r = send(&st.brine, &Req::get("/api/openapi.json")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let doc = r.json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["servers"][0]["url"], "/api");
+    for path in [
+        "/",
+        "/login",
+        "/logout",
+        "/token",
+        "/run",
+        "/minions",
+        "/minions/{mid}",
+        "/jobs",
+        "/jobs/{jid}",
+        "/keys",
+        "/keys/{mid}",
+        "/stats",
+        "/metrics",
+        "/events",
+        "/hook",
+        "/hook/{tag}",
+        "/ws",
+        "/ws/{token}",
+        "/all_events/{token}",
+        "/formatted_events/{token}",
+        "/ui",
+        "/assets/{file}",
+        "/openapi.json",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
+    }
+    assert!(doc["paths"]["/"]["post"]["security"].is_array());
+    assert!(doc["paths"]["/login"]["post"].get("security").is_none());
+    // The reference validator.
+    let file = st.root.join("openapi.json");
+    std::fs::write(&file, r.body.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(st.venv.join("bin/python"))
+        .args([
+            "-c",
+            "import json, sys; from openapi_spec_validator import validate; \
+             validate(json.load(open(sys.argv[1]))); print('valid')",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("python: {e}"));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("valid"),
+        "openapi-spec-validator: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,6 +1,8 @@
 //! Security behaviour of Brine itself, on its own stack (no reference: rest_cherrypy has
 //! neither feature): the per-address login throttle, and secrets kept out of every log line
-//! (Brine at `-l all`, so third-party crates log at trace level too, plus the access log).
+//! (Brine at `-l all`, so third-party crates log at trace level too, plus the access log);
+//! the audit trail (one line per executed chunk, with its jid) as text and as JSON in its own
+//! file, and SIGHUP reopening the log files.
 
 mod common;
 
@@ -268,6 +270,36 @@ async fn passwords_and_tokens_never_reach_the_logs() {
 
     let log = st.brine_log();
     let access = std::fs::read_to_string(dir().join("access.log")).unwrap_or_default();
+    // The audit trail: the session's local call (with the jid its answer does not carry) and
+    // the runner run with eauth credentials through /run.
+    let audit: Vec<&str> = log.lines().filter(|l| l.contains("brine::audit")).collect();
+    let has = |needles: &[&str]| audit.iter().any(|l| needles.iter().all(|n| l.contains(n)));
+    assert!(
+        has(&[
+            "user=saltdev",
+            "eauth=auto",
+            "client=\"local\"",
+            "fun=test.ping",
+            "tgt=*",
+            "outcome=\"ok\""
+        ]) && audit
+            .iter()
+            .any(|l| l.contains("client=\"local\"") && jid_in(l).is_some()),
+        "no audit line of the local call: {audit:#?}"
+    );
+    assert!(
+        has(&[
+            "user=saltdev",
+            "eauth=auto",
+            "client=\"runner\"",
+            "fun=test.arg"
+        ]),
+        "no audit line of the runner call: {audit:#?}"
+    );
+    assert!(
+        has(&["eauth=token", "client=\"local\""]),
+        "no audit line of the chunk with its own token: {audit:#?}"
+    );
     // The logs are there and detailed (trace level): the test looks at real output.
     assert!(log.lines().count() > 20, "brine log too short: {log}");
     assert!(log.contains(" TRACE "), "not at trace level: {log}");
@@ -293,4 +325,134 @@ async fn passwords_and_tokens_never_reach_the_logs() {
             }
         }
     }
+}
+
+/// The first 20-digit jid in an audit line's `jid=` field.
+fn jid_in(line: &str) -> Option<&str> {
+    let rest = line.split("jid=").nth(1)?;
+    let jid = rest.trim_start_matches('"').get(..20)?;
+    jid.bytes().all(|b| b.is_ascii_digit()).then_some(jid)
+}
+
+/// `--log-format json` and `brine.audit_log_file`: every line is a JSON object, audit lines go
+/// to their own file only, and SIGHUP lets logrotate move that file away.
+#[tokio::test]
+async fn json_logs_and_the_audit_file_follow_sighup() {
+    let st = st();
+    let conf = dir().join("json-conf");
+    let _ = std::fs::remove_dir_all(&conf);
+    std::fs::create_dir_all(conf.join("master.d")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(st.config_dir().join("master"), conf.join("master"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let audit_file = conf.join("audit.log");
+    // An included file replaces the top-level `brine:` block of the stack's master file.
+    std::fs::write(
+        conf.join("master.d/audit.conf"),
+        format!(
+            "brine:\n  login_rate_limit: 0\n  audit_log_file: {}\n",
+            audit_file.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let b = st.spawn_extra_brine_with("brine-json", &conf, &["--log-format", "json"]);
+    let creds = json!({"username": "saltdev", "password": "json-test", "eauth": "auto"});
+    let token = login(&b.url, &creds).await;
+    let ping = json!([{"client": "local", "tgt": "*", "fun": "test.ping"}]);
+    let r = send(
+        &b.url,
+        &Req::post_json("/", &ping).header("X-Auth-Token", &token),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut chunk = json!({"client": "local_async", "tgt": "*", "fun": "test.arg", "arg": ["a"]});
+    for (k, v) in creds.as_object().into_iter().flatten() {
+        chunk[k] = v.clone();
+    }
+    let r = send(&b.url, &Req::post_json("/run", &chunk)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let async_jid = r.json()["return"][0]["jid"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(async_jid.len(), 20, "{}", r.text());
+
+    let lines = |p: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let audit = loop {
+        let a = lines(&audit_file);
+        if a.len() >= 2 || Instant::now() > deadline {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(audit.len(), 2, "{audit:#?}");
+    for a in &audit {
+        assert_eq!(a["target"], "brine::audit", "{a}");
+        assert_eq!(a["user"], "saltdev", "{a}");
+        assert_eq!(a["outcome"], "ok", "{a}");
+    }
+    assert_eq!(audit[0]["client"], "local");
+    assert_eq!(audit[0]["eauth"], "auto");
+    assert_eq!(audit[0]["fun"], "test.ping");
+    assert_eq!(
+        audit[0]["jid"].as_str().map(str::len),
+        Some(20),
+        "{}",
+        audit[0]
+    );
+    assert_eq!(audit[1]["client"], "local_async");
+    assert_eq!(audit[1]["jid"], json!(async_jid));
+    let text = std::fs::read_to_string(&audit_file).unwrap_or_default();
+    assert!(
+        !text.contains(&token) && !text.contains("json-test"),
+        "{text}"
+    );
+    // The console log is JSON too, and carries no audit line (they have their own file).
+    let console = lines(&st.root.join("logs/brine-json.out"));
+    assert!(!console.is_empty());
+    assert!(
+        console
+            .iter()
+            .all(|l| l["target"] != "brine::audit" && l["level"].is_string()),
+        "{console:#?}"
+    );
+
+    // logrotate: move the file, SIGHUP, the next line goes to a new file at the path.
+    let rotated = conf.join("audit.log.1");
+    std::fs::rename(&audit_file, &rotated).unwrap_or_else(|e| panic!("{e}"));
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &b.pid().to_string()])
+        .status()
+        .map(|s| s.success());
+    assert_eq!(hup.ok(), Some(true));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = send(
+        &b.url,
+        &Req::post_json("/", &ping).header("X-Auth-Token", &token),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lines(&audit_file).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        lines(&audit_file).len(),
+        1,
+        "no new audit file after SIGHUP"
+    );
+    assert_eq!(lines(&rotated).len(), 2, "the rotated file changed");
+    let reopened = lines(&st.root.join("logs/brine-json.out"));
+    assert!(
+        reopened.iter().any(|l| l["message"] == "log file reopened"),
+        "{reopened:#?}"
+    );
+    drop(b);
 }

@@ -1,6 +1,7 @@
 //! Event streams and webhooks, compared with rest_cherrypy on the same master: `/events` (auth
 //! by header and cookie, the query-token refusal, no auth), `/ws` in both forms, `/hook` with
-//! JSON, form and YAML bodies and the event each fires; plus Brine's `Last-Event-ID` resume.
+//! JSON, form and YAML bodies and the event each fires; plus Brine's `Last-Event-ID` resume,
+//! and two Brine instances on one master (tokens, revocation and the bus shared through it).
 
 #![allow(clippy::expect_used)] // a failed expectation is the test failing
 
@@ -384,4 +385,62 @@ async fn streams_end_when_the_token_expires_or_is_revoked() {
     assert_eq!(r.status, 200);
     let ended = tokio::time::timeout(Duration::from_secs(5), &mut sse.task).await;
     assert!(ended.is_ok(), "SSE stream still open after logout");
+}
+
+/// Scale-out: two Brine processes on one master share nothing but the master. A token minted
+/// through one works on the other, a logout on one is refused by the other within a second
+/// (the revocation travels on the master's bus), and each serves `/events` from its own bus
+/// subscription.
+#[tokio::test]
+async fn two_instances_share_tokens_revocations_and_the_bus() {
+    let st = stream_stack();
+    let b = st.spawn_extra_brine("brine-b");
+    let a = st.brine.as_str();
+    let token = login(a, &st.creds()).await;
+    let keys = Req::get("/keys").header("X-Auth-Token", &token);
+    let r = send(&b.url, &keys).await;
+    assert_eq!(r.status, 200, "token of A on B: {}", r.text());
+    // Both stream a hook fired through A, each from its own subscription.
+    let mut sse_a = open_sse(a, &[("X-Auth-Token", &token)]).await;
+    let mut sse_b = open_sse(&b.url, &[("X-Auth-Token", &token)]).await;
+    assert_eq!((sse_a.status, sse_b.status), (200, 200));
+    fire_hook(a, &token, "scaleout/ping", &json!({"from": "a"})).await;
+    for (name, sse) in [("A", &mut sse_a), ("B", &mut sse_b)] {
+        let ev = sse
+            .next_tagged("salt/netapi/hook/scaleout/ping", WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{name} did not stream the hook event"));
+        assert_eq!(
+            ev.data["data"]["post"]["from"], "a",
+            "{name}: {:?}",
+            ev.data
+        );
+    }
+    let stats = send(&b.url, &Req::get("/stats").header("X-Auth-Token", &token)).await;
+    assert_eq!(stats.json()["Brine"]["Event Bus Connected"], true);
+    // Logout on A: B refuses the token within a second (it had it cached as valid).
+    let r = send(
+        a,
+        &Req::post_json("/logout", &json!({})).header("X-Auth-Token", &token),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = std::time::Instant::now();
+    let refused = loop {
+        let r = send(&b.url, &keys).await;
+        if r.status == 401 {
+            break out.elapsed();
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            out.elapsed() < Duration::from_secs(1),
+            "B still accepts the token 1 s after the logout on A"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("scale-out: B refused the revoked token {refused:?} after the logout on A");
+    // B's stream of that token ends too.
+    let ended = tokio::time::timeout(Duration::from_secs(5), &mut sse_b.task).await;
+    assert!(ended.is_ok(), "B's stream still open after the logout on A");
+    drop(b);
 }

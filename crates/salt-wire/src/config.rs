@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -55,6 +56,9 @@ pub struct MasterConfig {
     pub values: Map<String, Value>,
     /// The file each top-level option came from.
     pub sources: HashMap<String, PathBuf>,
+    /// Dotted names of the options read through a [`Reader`] so far, in first-read order
+    /// (shared by clones): what a program honours is what it asked for (`brine check-config`).
+    reads: Arc<Mutex<Vec<String>>>,
 }
 
 fn read_yaml_map(path: &Path) -> Result<Map<String, Value>, ConfigError> {
@@ -202,6 +206,7 @@ impl MasterConfig {
             main_file: main_file.to_owned(),
             values,
             sources,
+            reads: Arc::default(),
         })
     }
 
@@ -215,6 +220,38 @@ impl MasterConfig {
             main_file: main_file.to_owned(),
             values,
             sources,
+            reads: Arc::default(),
+        }
+    }
+
+    /// The same configuration with other values (and the same read record).
+    pub fn with_values(&self, values: Map<String, Value>) -> MasterConfig {
+        MasterConfig {
+            values,
+            ..self.clone()
+        }
+    }
+
+    /// Dotted names of the options read so far, in first-read order.
+    pub fn reads(&self) -> Vec<String> {
+        self.reads.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// The value at a dotted name (`rest_cherrypy.port`), if set.
+    pub fn lookup(&self, dotted: &str) -> Option<&Value> {
+        let mut parts = dotted.split('.');
+        let mut v = self.get(parts.next()?)?;
+        for p in parts {
+            v = v.as_object()?.get(p).filter(|v| !v.is_null())?;
+        }
+        Some(v)
+    }
+
+    fn note_read(&self, dotted: String) {
+        if let Ok(mut r) = self.reads.lock() {
+            if !r.contains(&dotted) {
+                r.push(dotted);
+            }
         }
     }
 
@@ -277,8 +314,10 @@ impl<'a> Reader<'a> {
         format!("{}{key}", self.prefix)
     }
 
-    /// The raw value of `key`, `null` counting as unset.
+    /// The raw value of `key`, `null` counting as unset. Every typed reader goes through
+    /// here, which records the key as read.
     pub fn raw(&self, key: &str) -> Option<&'a Value> {
+        self.cfg.note_read(self.name(key));
         self.map.get(key).filter(|v| !v.is_null())
     }
 

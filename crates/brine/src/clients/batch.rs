@@ -138,6 +138,7 @@ pub async fn local_batch(app: &App, mut chunk: Map<String, Value>) -> Result<Vec
             load.insert("jid".into(), json!(jid));
             load.insert("kwargs".into(), Value::Object(kwargs.clone()));
             let reply = app.master.publish(load).await?;
+            crate::audit::note_jid(&jid);
             let published = matched(&reply).map(|(_, m, _)| m).unwrap_or_default();
             for id in ids {
                 if published.contains(&id) {

@@ -192,7 +192,10 @@ pub async fn local_async(app: &App, chunk: Map<String, Value>) -> Result<Value, 
     let call = LocalCall::parse(app, chunk)?;
     let reply = app.master.publish(call.publish_load()).await?;
     Ok(match matched(&reply) {
-        Some((jid, minions, _)) => json!({"jid": jid, "minions": minions}),
+        Some((jid, minions, _)) => {
+            crate::audit::note_jid(&jid);
+            json!({"jid": jid, "minions": minions})
+        }
         None => json!({}),
     })
 }
@@ -242,6 +245,7 @@ pub(super) async fn run_and_gather(app: &App, call: &LocalCall) -> Result<Option
     let Some((jid, minions, missing)) = matched(&reply) else {
         return Ok(None);
     };
+    crate::audit::note_jid(&jid);
     if jid != call.jid {
         // The master chose another jid (a passed jid is normally kept): follow it.
         tracing::warn!(ours = %call.jid, theirs = %jid, "master replaced the job id");

@@ -178,6 +178,7 @@ async fn start(
         tracing::error!("runner reply without a jid");
         return Err(ApiError::Internal);
     };
+    crate::audit::note_jid(jid);
     let mut watch = app.hub.watch(jid);
     let deadline = tokio::time::Instant::now() + limit.min(START_TIMEOUT);
     loop {

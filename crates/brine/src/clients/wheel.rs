@@ -43,6 +43,7 @@ pub async fn wheel_async(app: &App, chunk: Map<String, Value>) -> Result<Value, 
         }
     }
     let jid = gen_jid(app.settings.utc_jid);
+    crate::audit::note_jid(&jid);
     let tag = format!("salt/wheel/{jid}");
     let Some(bg) = app.self_ref() else {
         return Err(ApiError::Internal);

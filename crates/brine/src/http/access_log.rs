@@ -1,10 +1,11 @@
 //! `log_access_file`: one line per request in the Apache combined format, as CherryPy writes
 //! it, through a bounded queue to a writer task (a slow disk never holds a request). The path
-//! is logged without its query string, so no token can end up in the file.
+//! is logged without its query string, so no token can end up in the file. SIGHUP reopens the
+//! file (before the next line is written), for logrotate.
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
@@ -35,6 +36,7 @@ pub struct Line {
 pub struct AccessLog {
     tx: mpsc::Sender<Line>,
     dropped: Arc<AtomicU64>,
+    reopen: Arc<AtomicBool>,
 }
 
 fn quote(v: Option<&str>) -> String {
@@ -63,16 +65,32 @@ impl Line {
 impl AccessLog {
     /// Opens (appends to) `path` and starts the writer.
     pub async fn open(path: &Path) -> std::io::Result<AccessLog> {
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await?;
+        let open = |path: std::path::PathBuf| async move {
+            tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .await
+        };
+        let mut file = open(path.to_owned()).await?;
         let (tx, mut rx) = mpsc::channel::<Line>(10_000);
         let dropped = Arc::new(AtomicU64::new(0));
         let seen = dropped.clone();
+        let reopen = Arc::new(AtomicBool::new(false));
+        let asked = reopen.clone();
+        let path = path.to_owned();
         tokio::spawn(async move {
             while let Some(line) = rx.recv().await {
+                if asked.swap(false, Ordering::Relaxed) {
+                    let _ = file.flush().await;
+                    match open(path.clone()).await {
+                        Ok(f) => file = f,
+                        Err(e) => tracing::error!(
+                            file = %path.display(),
+                            "cannot reopen the access log: {e}"
+                        ),
+                    }
+                }
                 let lost = seen.swap(0, Ordering::Relaxed);
                 if lost > 0 {
                     let _ = file
@@ -86,7 +104,16 @@ impl AccessLog {
                 }
             }
         });
-        Ok(AccessLog { tx, dropped })
+        Ok(AccessLog {
+            tx,
+            dropped,
+            reopen,
+        })
+    }
+
+    /// Reopens the file at its path before the next line (SIGHUP).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
     }
 
     /// Queues one line (dropped, and counted, when the writer is behind).

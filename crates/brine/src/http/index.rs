@@ -39,6 +39,7 @@ pub async fn post_lowstate(
     let exec = Exec {
         token: Some(session.token),
         client: None,
+        caller: Some((session.info.name, session.info.eauth)),
     };
     let results = lowstate::execute(app, chunks, &exec).await?;
     Ok(ok(format, StatusCode::OK, &json!({"return": results})))

@@ -18,10 +18,15 @@ use crate::app::SharedApp;
 use crate::lowstate::{self, Client, Exec};
 
 /// Runs built-in chunks with the session token.
-async fn run(app: &SharedApp, token: String, chunk: Value) -> Result<Vec<Value>, ApiError> {
+async fn run(
+    app: &SharedApp,
+    session: session::Session,
+    chunk: Value,
+) -> Result<Vec<Value>, ApiError> {
     let exec = Exec {
-        token: Some(token),
+        token: Some(session.token),
         client: None,
+        caller: Some((session.info.name, session.info.eauth)),
     };
     lowstate::execute(app, vec![chunk], &exec).await
 }
@@ -33,10 +38,10 @@ pub async fn get_minions(
     ctx: &mut Ctx,
     mid: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let token = session::gate_request(app, &req.headers, ctx).await?.token;
+    let session = session::gate_request(app, &req.headers, ctx).await?;
     let format = req.format()?;
     let chunk = json!({"client": "local", "tgt": mid.unwrap_or("*"), "fun": "grains.items"});
-    let results = run(app, token, chunk).await?;
+    let results = run(app, session, chunk).await?;
     Ok(ok(format, StatusCode::OK, &json!({"return": results})))
 }
 
@@ -46,13 +51,14 @@ pub async fn post_minions(
     req: &mut Req,
     ctx: &mut Ctx,
 ) -> Result<Response, ApiError> {
-    let token = session::gate_request(app, &req.headers, ctx).await?.token;
+    let session = session::gate_request(app, &req.headers, ctx).await?;
     let body = req.parse_body(app).await?;
     let chunks = lowstate::shape(body)?;
     let format = req.format()?;
     let exec = Exec {
-        token: Some(token),
+        token: Some(session.token),
         client: Some(Client::LocalAsync),
+        caller: Some((session.info.name, session.info.eauth)),
     };
     let results = lowstate::execute(app, chunks, &exec).await?;
     let links: Vec<Value> = results
@@ -74,13 +80,13 @@ pub async fn get_jobs(
     ctx: &mut Ctx,
     jid: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let token = session::gate_request(app, &req.headers, ctx).await?.token;
+    let session = session::gate_request(app, &req.headers, ctx).await?;
     let format = req.format()?;
     let chunk = match jid {
         Some(jid) => json!({"client": "runner", "fun": "jobs.list_job", "jid": jid}),
         None => json!({"client": "runner", "fun": "jobs.list_jobs"}),
     };
-    let first = run(app, token, chunk)
+    let first = run(app, session, chunk)
         .await?
         .into_iter()
         .next()

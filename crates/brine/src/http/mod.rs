@@ -23,6 +23,7 @@ mod index;
 mod keys;
 mod login;
 mod minions;
+mod openapi;
 pub mod server;
 mod stats;
 mod ws;
@@ -162,6 +163,17 @@ pub fn ok(format: Format, status: StatusCode, value: &Value) -> Response {
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
+    );
+    resp
+}
+
+/// `GET /openapi.json` (always JSON: it is a document for tools, not a salt-api answer).
+fn openapi_json(app: &SharedApp) -> Response {
+    let doc = openapi::document(&app.settings.rest.routes);
+    let mut resp = Response::new(Body::from(serde_json::to_vec(&doc).unwrap_or_default()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
     );
     resp
 }
@@ -389,6 +401,7 @@ async fn route(
             files::static_file(app, files::FileReq::from(&*req), &segments, path).await
         }
         (Endpoint::Favicon, _) => files::favicon(app, files::FileReq::from(&*req), path).await,
+        (Endpoint::OpenApi, _) => Ok(openapi_json(app)),
     }
 }
 

@@ -49,6 +49,8 @@ pub enum Endpoint {
     Static(Vec<String>),
     /// `/favicon.ico` when `favicon` is configured.
     Favicon,
+    /// `/openapi.json`: the OpenAPI description of this API (Brine's own).
+    OpenApi,
 }
 
 /// A resolved request path.
@@ -83,6 +85,7 @@ impl Endpoint {
             Endpoint::App => "app",
             Endpoint::Static(_) => "static",
             Endpoint::Favicon => "favicon",
+            Endpoint::OpenApi => "openapi",
         }
     }
 
@@ -96,6 +99,7 @@ impl Endpoint {
             | Endpoint::FormattedEvents(_)
             | Endpoint::Stats
             | Endpoint::Metrics
+            | Endpoint::OpenApi
             | Endpoint::App => Some("GET, HEAD"),
             Endpoint::Hook(_) => Some("POST"),
             Endpoint::Static(_) | Endpoint::Favicon => None,
@@ -125,6 +129,7 @@ impl Endpoint {
             | Endpoint::Token
             | Endpoint::Run
             | Endpoint::Metrics
+            | Endpoint::OpenApi
             | Endpoint::App
             | Endpoint::Static(_)
             | Endpoint::Favicon => false,
@@ -143,6 +148,7 @@ impl Endpoint {
             | Endpoint::FormattedEvents(_)
             | Endpoint::Stats
             | Endpoint::Metrics
+            | Endpoint::OpenApi
             | Endpoint::App
             | Endpoint::Static(_)
             | Endpoint::Favicon => get,
@@ -217,6 +223,12 @@ fn resolve(path: &str, cfg: &RouteConfig) -> Result<Route, ApiError> {
     }
     if *first == "favicon.ico" && cfg.favicon && extra.is_empty() {
         return route(Endpoint::Favicon);
+    }
+    if *first == "openapi.json" {
+        return Ok(Route {
+            endpoint: Endpoint::OpenApi,
+            extra: !extra.is_empty(),
+        });
     }
     // WebSocket URLs carry a token as their one extra segment.
     let token = || match extra {

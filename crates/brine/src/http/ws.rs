@@ -66,7 +66,7 @@ impl Render for WsRender {
             WsRender::Plain(Kind::TornadoAll) => out.push(ev.ws_json().clone()),
             WsRender::Plain(_) => out.push(ev.ws_data().clone()),
             WsRender::Formatted { info, app, token } => {
-                let result = info.process(&ev.event.tag, &ev.event.data);
+                let result = info.process(&ev.event().tag, &ev.event().data);
                 out.extend(result.frames.into_iter().map(Utf8Bytes::from));
                 if !result.query_grains.is_empty() {
                     query_grains(

@@ -126,6 +126,11 @@ fn start(opts: StackOpts) -> Stack {
         .args(["--minions", &opts.minions.to_string()])
         .args(["--transport", opts.transport, "--ipc-mode", opts.ipc_mode])
         .args(["--watch-pid", &std::process::id().to_string()]);
+    // The stack lives in a static, which is never dropped: its watchdog deletes the root when
+    // this test binary exits, unless BRINE_KEEP_STACK asks to keep it (logs for a post-mortem).
+    if std::env::var_os("BRINE_KEEP_STACK").is_none() {
+        cmd.arg("--remove-root");
+    }
     if opts.reference {
         cmd.args(["--reference", "cherrypy"]);
     }
@@ -812,7 +817,73 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Another Brine process on the stack's master (scale-out tests); killed when dropped.
+pub struct ExtraBrine {
+    /// Its base URL.
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl ExtraBrine {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ExtraBrine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Stack {
+    /// Starts one more Brine on a free port in front of the same master, logging to
+    /// `logs/<name>.out` (its pid is recorded so the stack's stop reaps it too).
+    pub fn spawn_extra_brine(&self, name: &str) -> ExtraBrine {
+        self.spawn_extra_brine_with(name, &self.config_dir(), &[])
+    }
+
+    /// As [`Stack::spawn_extra_brine`], with another configuration directory and more flags.
+    pub fn spawn_extra_brine_with(
+        &self,
+        name: &str,
+        config_dir: &std::path::Path,
+        args: &[&str],
+    ) -> ExtraBrine {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
+        let log = std::fs::File::create(self.root.join(format!("logs/{name}.out")))
+            .unwrap_or_else(|e| panic!("{name} log: {e}"));
+        let bin = std::env::var("BRINE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_brine").into());
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(config_dir)
+            .args(["--port", &port.to_string(), "-l", self.brine_log_level])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let _ = std::fs::write(
+            self.root.join(format!("pids/{name}.pid")),
+            child.id().to_string(),
+        );
+        let extra = ExtraBrine {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "{name} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        extra
+    }
+
     /// Brine's process id.
     pub fn brine_pid(&self) -> u32 {
         self.brine_child

@@ -1,0 +1,216 @@
+//! `brine check-config`: reads the master configuration exactly as the daemon does and reports
+//! it, so an operator can see what Brine will do before starting it.
+//!
+//! What is "honoured" is not a list kept by hand: the configuration records every option the
+//! settings code asks for ([`MasterConfig::reads`]), so the report cannot drift from the code.
+//! Each honoured option is printed with its value (secrets masked) and the file that set it, or
+//! `(default)`. Warnings: `rest_cherrypy` keys Brine does not implement, keys it accepts and
+//! ignores, `brine:` keys it does not know (typos), and a `rest_tornado` block (Brine serves
+//! rest_tornado's URLs from the rest_cherrypy listener and reads nothing from that block).
+//! Errors (what would stop the daemon, including an unreadable TLS certificate) exit with 2.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use salt_wire::config::MasterConfig;
+use serde_json::Value;
+
+use crate::settings::{Overrides, Settings, IGNORED_REST_KEYS};
+
+/// Option names whose values are never printed.
+const SECRET_WORDS: [&str; 4] = ["password", "passwd", "secret", "token"];
+
+/// Longest value printed; longer ones are cut.
+const VALUE_WIDTH: usize = 120;
+
+fn shown(name: &str, v: &Value) -> String {
+    let last = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
+    if SECRET_WORDS.iter().any(|w| last.contains(w)) {
+        return "<masked>".into();
+    }
+    let text = v.to_string();
+    if text.chars().count() > VALUE_WIDTH {
+        let cut: String = text.chars().take(VALUE_WIDTH).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+/// The report and whether the configuration is usable.
+pub fn report(cfg: &MasterConfig, over: &Overrides) -> (String, bool) {
+    let mut out = String::new();
+    let mut files: BTreeSet<String> = cfg
+        .sources
+        .values()
+        .map(|p| p.display().to_string())
+        .collect();
+    files.insert(cfg.main_file.display().to_string());
+    let _ = writeln!(out, "Configuration files read:");
+    for f in &files {
+        let _ = writeln!(out, "  {f}");
+    }
+    let settings = Settings::from_config(cfg, over);
+    let mut errors = Vec::new();
+    match &settings {
+        Err(e) => errors.push(e.to_string()),
+        Ok(s) => {
+            if let (false, Some(crt), Some(key)) =
+                (s.rest.disable_ssl, &s.rest.ssl_crt, &s.rest.ssl_key)
+            {
+                if let Err(e) =
+                    crate::http::server::tls_acceptor(crt, key, s.rest.ssl_chain.as_deref())
+                {
+                    errors.push(format!("TLS: {e}"));
+                }
+            }
+        }
+    }
+    let ignored: Vec<String> = IGNORED_REST_KEYS
+        .iter()
+        .map(|(k, _)| format!("rest_cherrypy.{k}"))
+        .collect();
+    let reads: Vec<String> = cfg
+        .reads()
+        .into_iter()
+        .filter(|k| !ignored.contains(k))
+        .collect();
+    let width = reads.iter().map(String::len).max().unwrap_or(0);
+    let _ = writeln!(out, "\nOptions Brine honours (value, file):");
+    for name in &reads {
+        match cfg.lookup(name) {
+            Some(v) => {
+                let _ = writeln!(
+                    out,
+                    "  {name:width$} = {}    {}",
+                    shown(name, v),
+                    cfg.source(name).display()
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  {name:width$}   (default)");
+            }
+        }
+    }
+    let mut warnings = Vec::new();
+    for block in ["rest_cherrypy", "brine"] {
+        let Some(Value::Object(m)) = cfg.get(block) else {
+            continue;
+        };
+        for k in m.keys() {
+            let name = format!("{block}.{k}");
+            if let Some((_, why)) = IGNORED_REST_KEYS
+                .iter()
+                .find(|(ik, _)| block == "rest_cherrypy" && ik == k)
+            {
+                warnings.push(format!("{name}: accepted and ignored ({why})"));
+            } else if !reads.contains(&name) {
+                warnings.push(if block == "brine" {
+                    format!("{name}: not a Brine option; ignored (a typo?)")
+                } else {
+                    format!("{name}: not implemented by Brine; ignored")
+                });
+            }
+        }
+    }
+    if cfg.get("rest_tornado").is_some() {
+        warnings.push(format!(
+            "rest_tornado ({}): not read; Brine serves rest_tornado's URLs (/all_events, \
+             /formatted_events, ...) on the rest_cherrypy listener",
+            cfg.source("rest_tornado").display()
+        ));
+    }
+    if !warnings.is_empty() {
+        let _ = writeln!(out, "\nWarnings:");
+        for w in &warnings {
+            let _ = writeln!(out, "  {w}");
+        }
+    }
+    if errors.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nOK: Brine can start with this configuration ({} warning(s)).",
+            warnings.len()
+        );
+    } else {
+        let _ = writeln!(out, "\nErrors:");
+        for e in &errors {
+            let _ = writeln!(out, "  {e}");
+        }
+    }
+    (out, errors.is_empty())
+}
+
+/// Prints the report; exit status 0 when the configuration is usable, 2 otherwise.
+pub fn run(cfg: &MasterConfig, over: &Overrides) -> ExitCode {
+    let (text, ok) = report(cfg, over);
+    print!("{text}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn cfg(v: Value) -> MasterConfig {
+        MasterConfig::from_map(
+            Path::new("/etc/salt/master"),
+            v.as_object().cloned().unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn honoured_ignored_unknown_and_secret_options() {
+        let c = cfg(json!({
+            "ret_port": 4606,
+            "rest_cherrypy": {"port": 8000, "disable_ssl": true, "thread_pool": 50, "frobnicate": 1},
+            "brine": {"pool_sise": 3, "login_rate_limit": 0},
+            "rest_tornado": {"port": 8001},
+            "external_auth": {"pam": {"ops": [".*"]}},
+        }));
+        let (text, ok) = report(&c, &Overrides::default());
+        assert!(ok, "{text}");
+        for needle in [
+            "ret_port",
+            "= 4606    /etc/salt/master",
+            "rest_cherrypy.port",
+            "brine.login_rate_limit",
+            "rest_cherrypy.thread_pool: accepted and ignored",
+            "rest_cherrypy.frobnicate: not implemented by Brine",
+            "brine.pool_sise: not a Brine option",
+            "rest_tornado (/etc/salt/master): not read",
+            "OK: Brine can start",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing in:\n{text}");
+        }
+        // Options nobody set show as defaults; the ignored key is not listed as honoured.
+        assert!(text.contains("publish_timeout"), "{text}");
+        assert!(!text.contains("thread_pool ="), "{text}");
+        assert_eq!(shown("brine.redis_password", &json!("x")), "<masked>");
+        assert_eq!(shown("rest_cherrypy.port", &json!(8000)), "8000");
+    }
+
+    #[test]
+    fn errors_make_it_fail() {
+        let c = cfg(json!({"rest_cherrypy": {"port": "eighty", "disable_ssl": true}}));
+        let (text, ok) = report(&c, &Overrides::default());
+        assert!(!ok);
+        assert!(
+            text.contains("Errors:") && text.contains("rest_cherrypy.port"),
+            "{text}"
+        );
+        let c = cfg(
+            json!({"rest_cherrypy": {"port": 8000, "ssl_crt": "/nonexistent.crt",
+                                             "ssl_key": "/nonexistent.key"}}),
+        );
+        let (text, ok) = report(&c, &Overrides::default());
+        assert!(!ok && text.contains("ssl_crt"), "{text}");
+    }
+}

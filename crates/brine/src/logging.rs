@@ -1,0 +1,211 @@
+//! Logging: salt-api's levels (`-l`, `--log-file-level`) on `tracing`, as text or JSON lines
+//! (`--log-format`), to the console, the `--log-file`, `rest_cherrypy.log_error_file` (errors
+//! only) and `brine.audit_log_file` (the audit trail only, see [`crate::audit`]).
+//!
+//! Log files are opened in append mode and can be reopened (SIGHUP, after logrotate moved
+//! them): every file writer goes through a [`LogFile`], whose handle is swapped in place.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tracing_subscriber::filter::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{Layer, Registry};
+
+use crate::cli::{self, LogFormat};
+
+/// A log file that can be reopened at its path.
+pub struct LogFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+impl LogFile {
+    /// Opens (appends to) `path`.
+    pub fn open(path: &Path) -> std::io::Result<Arc<LogFile>> {
+        Ok(Arc::new(LogFile {
+            path: path.to_owned(),
+            file: Mutex::new(open_append(path)?),
+        }))
+    }
+
+    /// Opens the path again (a rotated file is let go); on failure the old handle stays.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let fresh = open_append(&self.path)?;
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        *f = fresh;
+        Ok(())
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// One write of a log line to a [`LogFile`].
+pub struct LogFileWriter<'a>(&'a LogFile);
+
+impl Write for LogFileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut f = self.0.file.lock().unwrap_or_else(|p| p.into_inner());
+        f.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let mut f = self.0.file.lock().unwrap_or_else(|p| p.into_inner());
+        f.flush()
+    }
+}
+
+/// Hands `tracing` a writer per line.
+#[derive(Clone)]
+struct Shared(Arc<LogFile>);
+
+impl<'a> MakeWriter<'a> for Shared {
+    type Writer = LogFileWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogFileWriter(&self.0)
+    }
+}
+
+/// The filter of a sink at a salt-api level: Brine's own targets at that level, third-party
+/// crates at `warn` (unless `trace` is asked for), the audit trail not at all (it has its own
+/// file, and is an `info` line of every command otherwise).
+fn filter(level: &str, audit_too: bool) -> EnvFilter {
+    let deps = if level == "trace" { "trace" } else { "warn" };
+    let audit = if audit_too { level } else { "off" };
+    EnvFilter::new(format!(
+        "{deps},brine={level},salt_wire={level},brine::audit={audit}"
+    ))
+}
+
+type Boxed = Box<dyn Layer<Registry> + Send + Sync>;
+
+fn fmt_layer<W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<Registry> + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+    }
+}
+
+/// The files to log to besides the console.
+pub struct Files<'a> {
+    /// `rest_cherrypy.log_error_file`: error lines.
+    pub error: Option<&'a Path>,
+    /// `brine.audit_log_file`: audit lines only.
+    pub audit: Option<&'a Path>,
+}
+
+/// Starts logging; returns the files it writes (for reopening on SIGHUP).
+pub fn init(cli: &cli::Cli, debug: bool, files: Files<'_>) -> Result<Vec<Arc<LogFile>>, String> {
+    let console = cli::tracing_level(&cli.log_level)
+        .ok_or_else(|| format!("--log-level: unknown level {:?}", cli.log_level))?;
+    let console = if debug && console != "trace" {
+        "debug"
+    } else {
+        console
+    };
+    let format = cli.log_format;
+    let mut opened = Vec::new();
+    let mut layers: Vec<Boxed> = Vec::new();
+    let ansi = format == LogFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    layers.push(
+        fmt_layer(format, std::io::stderr, ansi)
+            .with_filter(filter(console, files.audit.is_none()))
+            .boxed(),
+    );
+    if let Some(path) = &cli.log_file {
+        let level = cli::tracing_level(&cli.log_file_level)
+            .ok_or_else(|| format!("--log-file-level: unknown level {:?}", cli.log_file_level))?;
+        let f = LogFile::open(path).map_err(|e| format!("--log-file {}: {e}", path.display()))?;
+        opened.push(f.clone());
+        layers.push(
+            fmt_layer(format, Shared(f), false)
+                .with_filter(filter(level, files.audit.is_none()))
+                .boxed(),
+        );
+    }
+    if let Some(path) = files.error {
+        let f = LogFile::open(path)
+            .map_err(|e| format!("rest_cherrypy.log_error_file {}: {e}", path.display()))?;
+        opened.push(f.clone());
+        layers.push(
+            fmt_layer(format, Shared(f), false)
+                .with_filter(EnvFilter::new("error,brine::audit=off"))
+                .boxed(),
+        );
+    }
+    if let Some(path) = files.audit {
+        let f = LogFile::open(path)
+            .map_err(|e| format!("brine.audit_log_file {}: {e}", path.display()))?;
+        opened.push(f.clone());
+        layers.push(
+            fmt_layer(format, Shared(f), false)
+                .with_filter(EnvFilter::new("off,brine::audit=info"))
+                .boxed(),
+        );
+    }
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|e| e.to_string())?;
+    Ok(opened)
+}
+
+/// Reopens every log file (SIGHUP), logging what could not be reopened.
+pub fn reopen(files: &[Arc<LogFile>]) {
+    for f in files {
+        match f.reopen() {
+            Ok(()) => tracing::info!(file = %f.path().display(), "log file reopened"),
+            Err(e) => tracing::error!(file = %f.path().display(), "cannot reopen log file: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reopened_file_follows_its_path() {
+        let dir = std::env::temp_dir().join(format!("brine-logfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("brine.log");
+        let f = LogFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let w = Shared(f.clone());
+        let _ = w.make_writer().write_all(b"one\n");
+        // logrotate moves the file away; the next lines go to a new file at the path.
+        std::fs::rename(&path, dir.join("brine.log.1")).unwrap_or_else(|e| panic!("{e}"));
+        f.reopen().unwrap_or_else(|e| panic!("{e}"));
+        let _ = w.make_writer().write_all(b"two\n");
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        assert_eq!(read(&dir.join("brine.log.1")), "one\n");
+        assert_eq!(read(&path), "two\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
