@@ -32,6 +32,9 @@ pub struct App {
     pub connected_minions: crate::coalesce::Coalescer<Option<Vec<String>>>,
     /// A weak handle on this `App`, for work that outlives a request (background calls).
     pub me: std::sync::Weak<App>,
+    /// Cancelled when Brine starts to stop (SIGTERM): streams end at once, cleanly, so that
+    /// their connections can close while the requests in flight finish.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 impl App {

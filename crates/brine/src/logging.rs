@@ -138,34 +138,33 @@ pub fn init(cli: &cli::Cli, debug: bool, files: Files<'_>) -> Result<Vec<Arc<Log
             .with_filter(filter(console, files.audit.is_none()))
             .boxed(),
     );
+    // Each file sink: (path, the option that named it, its filter).
+    let mut sinks: Vec<(&Path, &str, EnvFilter)> = Vec::new();
     if let Some(path) = &cli.log_file {
         let level = cli::tracing_level(&cli.log_file_level)
             .ok_or_else(|| format!("--log-file-level: unknown level {:?}", cli.log_file_level))?;
-        let f = LogFile::open(path).map_err(|e| format!("--log-file {}: {e}", path.display()))?;
-        opened.push(f.clone());
-        layers.push(
-            fmt_layer(format, Shared(f), false)
-                .with_filter(filter(level, files.audit.is_none()))
-                .boxed(),
-        );
+        sinks.push((path, "--log-file", filter(level, files.audit.is_none())));
     }
     if let Some(path) = files.error {
-        let f = LogFile::open(path)
-            .map_err(|e| format!("rest_cherrypy.log_error_file {}: {e}", path.display()))?;
-        opened.push(f.clone());
-        layers.push(
-            fmt_layer(format, Shared(f), false)
-                .with_filter(EnvFilter::new("error,brine::audit=off"))
-                .boxed(),
-        );
+        sinks.push((
+            path,
+            "rest_cherrypy.log_error_file",
+            EnvFilter::new("error,brine::audit=off"),
+        ));
     }
     if let Some(path) = files.audit {
-        let f = LogFile::open(path)
-            .map_err(|e| format!("brine.audit_log_file {}: {e}", path.display()))?;
+        sinks.push((
+            path,
+            "brine.audit_log_file",
+            EnvFilter::new("off,brine::audit=info"),
+        ));
+    }
+    for (path, option, sink_filter) in sinks {
+        let f = LogFile::open(path).map_err(|e| format!("{option} {}: {e}", path.display()))?;
         opened.push(f.clone());
         layers.push(
             fmt_layer(format, Shared(f), false)
-                .with_filter(EnvFilter::new("off,brine::audit=info"))
+                .with_filter(sink_filter)
                 .boxed(),
         );
     }

@@ -208,6 +208,7 @@ async fn run(settings: Settings, log_files: Vec<Arc<logging::LogFile>>) -> ExitC
         settings: settings.clone(),
         connected_minions: coalesce::Coalescer::new(std::time::Duration::from_secs(1)),
         me: me.clone(),
+        stopping: tokio_util::sync::CancellationToken::new(),
     });
     tokio::spawn(hub.clone().run(bus));
     // Revocations announced by any Brine instance on this master.
@@ -239,7 +240,12 @@ async fn run(settings: Settings, log_files: Vec<Arc<logging::LogFile>>) -> ExitC
         "Brine {} listening", env!("CARGO_PKG_VERSION")
     );
     reopen_on_sighup(log_files, access_log_handle);
-    http::serve(app, listener, tls, shutdown_signal()).await;
+    let stopping = app.stopping.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        stopping.cancel();
+    };
+    http::serve(app, listener, tls, shutdown).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

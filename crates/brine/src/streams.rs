@@ -2,7 +2,8 @@
 //! connection through a small bounded queue, keep-alives, and the reasons a stream ends.
 //!
 //! A stream ends when the client goes away, when its token expires or is revoked (checked every
-//! second, so a logout on any Brine instance ends the streams of that token), or when the client
+//! second, so a logout on any Brine instance ends the streams of that token), when Brine stops
+//! (SIGTERM: the stream's body ends cleanly, a WebSocket gets 1001), or when the client
 //! cannot keep up: its queue is full or it fell further behind the feed than the feed buffers.
 //! A client that stops reading is disconnected (its connection is dropped through the
 //! connection's kill switch, so it cannot hold memory or slow anyone else), with a log line and
@@ -174,6 +175,10 @@ async fn run<R: Render>(
                 }
             }
             _ = tx.closed() => return,
+            _ = app.stopping.cancelled() => {
+                tracing::debug!(user = %owner.user, kind = owner.kind, "Brine is stopping; stream closed");
+                return;
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Event streams and webhooks, compared with rest_cherrypy on the same master: `/events` (auth
 //! by header and cookie, the query-token refusal, no auth), `/ws` in both forms, `/hook` with
 //! JSON, form and YAML bodies and the event each fires; plus Brine's `Last-Event-ID` resume,
-//! and two Brine instances on one master (tokens, revocation and the bus shared through it).
+//! two Brine instances on one master (tokens, revocation and the bus shared through it), and
+//! SIGTERM (requests in flight finish, streams end at once, the process exits 0).
 
 #![allow(clippy::expect_used)] // a failed expectation is the test failing
 
@@ -443,4 +444,65 @@ async fn two_instances_share_tokens_revocations_and_the_bus() {
     let ended = tokio::time::timeout(Duration::from_secs(5), &mut sse_b.task).await;
     assert!(ended.is_ok(), "B's stream still open after the logout on A");
     drop(b);
+}
+
+/// SIGTERM: the request in flight is answered, the SSE stream ends at once (its body closes
+/// cleanly), a WebSocket gets 1001, new connections are refused, and the process exits 0.
+#[tokio::test]
+async fn sigterm_finishes_requests_ends_streams_and_exits() {
+    let st = stream_stack();
+    let mut b = st.spawn_extra_brine("brine-term");
+    let token = login(&b.url, &st.creds()).await;
+    let mut sse = open_sse(&b.url, &[("X-Auth-Token", &token)]).await;
+    assert_eq!(sse.status, 200);
+    let mut ws = ws_connect(&b.url, &format!("/ws/{token}"), None)
+        .await
+        .unwrap_or_else(|code| panic!("HTTP {code}"));
+    let _ = ws.send(Message::text("websocket client ready")).await;
+    let slow = Req::post_json(
+        "/",
+        &json!([{"client": "runner", "fun": "test.sleep", "s_time": 3}]),
+    )
+    .header("X-Auth-Token", &token);
+    let url = b.url.clone();
+    let in_flight = tokio::spawn(async move { send(&url, &slow).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &b.pid().to_string()])
+        .status()
+        .map(|s| s.success());
+    assert_eq!(term.ok(), Some(true));
+    let t0 = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(3), &mut sse.task).await;
+    assert!(ended.is_ok(), "SSE stream still open 3 s after SIGTERM");
+    let mut close_code = None;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
+        match msg {
+            Ok(Message::Close(Some(frame))) => {
+                close_code = Some(u16::from(frame.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(close_code, Some(1001), "WebSocket close code at SIGTERM");
+    let r = in_flight.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 200, "the request in flight: {}", r.text());
+    assert_eq!(r.json()["return"][0], json!(true), "{}", r.text());
+    let code = tokio::task::spawn_blocking(move || {
+        let code = b.wait_exit(Duration::from_secs(12));
+        (code, b)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code.0, Some(0), "exit code after SIGTERM");
+    eprintln!("sigterm: stopped {:?} after the signal", t0.elapsed());
+    let log = std::fs::read_to_string(st.root.join("logs/brine-term.out")).unwrap_or_default();
+    assert!(
+        log.contains("SIGTERM: stopping") && log.contains("stopped"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    drop(code.1);
 }

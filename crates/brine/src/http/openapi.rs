@@ -415,16 +415,18 @@ pub fn document(cfg: &RouteConfig) -> Value {
                     }
                 },
                 "KeyGen": {
-                    "type": "object",
-                    "required": ["mid", "username", "password", "eauth"],
-                    "properties": {
-                        "mid": {"type": "string"},
-                        "keysize": {"type": "integer"},
-                        "force": {"type": "boolean"},
-                        "username": {"type": "string"},
-                        "password": {"type": "string"},
-                        "eauth": {"type": "string"}
-                    }
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Credentials"},
+                        {
+                            "type": "object",
+                            "required": ["mid"],
+                            "properties": {
+                                "mid": {"type": "string"},
+                                "keysize": {"type": "integer"},
+                                "force": {"type": "boolean"}
+                            }
+                        }
+                    ]
                 },
                 "Any": {"description": "Any JSON, YAML or form body"},
                 "Error": {

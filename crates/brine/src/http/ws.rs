@@ -217,11 +217,17 @@ async fn run(app: SharedApp, socket: WebSocket, kind: Kind, mut owner: Owner) {
                     }
                 }
                 None => {
-                    // The stream ended: token expired or revoked (a slow client is killed).
+                    // The stream ended: token expired or revoked, or Brine is stopping (a slow
+                    // client is killed).
                     if !kill.is_cancelled() {
+                        let (code, reason) = if app.stopping.is_cancelled() {
+                            (1001, "server stopping")
+                        } else {
+                            (1008, "session ended")
+                        };
                         let close = Message::Close(Some(CloseFrame {
-                            code: 1008,
-                            reason: Utf8Bytes::from_static("session ended"),
+                            code,
+                            reason: Utf8Bytes::from_static(reason),
                         }));
                         let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(close)).await;
                     }
@@ -232,6 +238,15 @@ async fn run(app: SharedApp, socket: WebSocket, kind: Kind, mut owner: Owner) {
                 if !send!(Message::Ping(Default::default())) {
                     break;
                 }
+            }
+            // A socket that has not asked for events yet has no stream to end it.
+            _ = app.stopping.cancelled(), if frames.is_none() => {
+                let close = Message::Close(Some(CloseFrame {
+                    code: 1001,
+                    reason: Utf8Bytes::from_static("server stopping"),
+                }));
+                let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(close)).await;
+                break;
             }
             _ = kill.cancelled() => break,
         }
