@@ -108,6 +108,24 @@ async fn events_auth_and_headers_match_the_reference() {
     .await;
 }
 
+/// The code of the Close frame a WebSocket receives, skipping other messages; `None` when the
+/// socket ends without one, or nothing arrives for `quiet`.
+async fn close_code(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    quiet: Duration,
+) -> Option<u16> {
+    while let Ok(Some(msg)) = tokio::time::timeout(quiet, ws.next()).await {
+        match msg {
+            Ok(Message::Close(Some(frame))) => return Some(u16::from(frame.code)),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 async fn ws_connect(
     base: &str,
     path: &str,
@@ -360,17 +378,7 @@ async fn streams_end_when_the_token_expires_or_is_revoked() {
         ended.is_ok(),
         "SSE stream still open after the token expired"
     );
-    let mut close_code = None;
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(8), ws.next()).await {
-        match msg {
-            Ok(Message::Close(Some(frame))) => {
-                close_code = Some(u16::from(frame.code));
-                break;
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
+    let close_code = close_code(&mut ws, Duration::from_secs(8)).await;
     assert_eq!(close_code, Some(1008));
     assert!(started.elapsed() < Duration::from_secs(8));
 
@@ -475,17 +483,7 @@ async fn sigterm_finishes_requests_ends_streams_and_exits() {
     let t0 = std::time::Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(3), &mut sse.task).await;
     assert!(ended.is_ok(), "SSE stream still open 3 s after SIGTERM");
-    let mut close_code = None;
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
-        match msg {
-            Ok(Message::Close(Some(frame))) => {
-                close_code = Some(u16::from(frame.code));
-                break;
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
+    let close_code = close_code(&mut ws, Duration::from_secs(3)).await;
     assert_eq!(close_code, Some(1001), "WebSocket close code at SIGTERM");
     let r = in_flight.await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status, 200, "the request in flight: {}", r.text());
