@@ -193,7 +193,6 @@ async fn run(settings: Settings, log_files: Vec<Arc<logging::LogFile>>) -> ExitC
             }
         },
     };
-    let access_log_handle = access_log.clone();
     let app = Arc::new_cyclic(|me| App {
         master: Master::new(pool, opts.clone(), stats.clone()),
         hub: hub.clone(),
@@ -239,13 +238,8 @@ async fn run(settings: Settings, log_files: Vec<Arc<logging::LogFile>>) -> ExitC
             .map_or_else(|| "with the other logs".into(), |p| p.display().to_string()),
         "Brine {} listening", env!("CARGO_PKG_VERSION")
     );
-    reopen_on_sighup(log_files, access_log_handle);
-    let stopping = app.stopping.clone();
-    let shutdown = async move {
-        shutdown_signal().await;
-        stopping.cancel();
-    };
-    http::serve(app, listener, tls, shutdown).await;
+    reopen_on_sighup(log_files, app.access_log.clone());
+    http::serve(app, listener, tls, shutdown_signal()).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -85,7 +85,8 @@ pub async fn serve(
         .max_buf_size(MAX_HEAD);
     let builder = Arc::new(builder);
     let tracker = tokio_util::task::TaskTracker::new();
-    let stopping = CancellationToken::new();
+    // The app's own token: cancelling it also ends every event stream (streams.rs).
+    let stopping = app.stopping.clone();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
