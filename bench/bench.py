@@ -594,7 +594,8 @@ def main():
     log(f"written to {out}")
 
     if args.smoke:
-        bad = [r for r in rows if r["target"] in ("brine", "raw") and (r["errors"] or not r["ok"])]
+        bad = [r for r in rows if r["target"] in ("brine", "raw")
+               and (r["errors"] - r.get("master_errors", 0) or not r["ok"])]
         bad += [r for r in sse_rows if r["target"] == "brine" and r.get("delivered_pct", 0.0) < 100.0]
         if bad:
             for r in bad:

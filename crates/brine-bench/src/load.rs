@@ -16,7 +16,9 @@
 //! `login`..`local` run for `--seconds` with `--concurrency` workers, each on its own
 //! connection, each sending its next request when the previous one was answered. A request
 //! counts only when its answer is right. Prints one JSON line: `{"target", "scenario",
-//! "concurrency", "ok", "errors", "seconds", "rps", "p50_ms", "p99_ms", "first_error"}`.
+//! "concurrency", "ok", "errors", "master_errors", "seconds", "rps", "p50_ms", "p99_ms",
+//! "first_error"}`; `master_errors` counts the errors the master answered itself (its own
+//! exception text), which any salt-api in front of it would pass on.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -195,7 +197,7 @@ fn first_return(v: Value) -> Result<Value, String> {
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    s.chars().take(200).collect()
+    s.chars().take(600).collect()
 }
 
 fn check_token(v: &Value) -> Result<String, String> {
@@ -213,9 +215,27 @@ fn check_runner(ret: &Value) -> Result<(), String> {
     }
 }
 
+/// How the master words a wheel function that raised (`ClearFuncs.wheel` in salt/master.py).
+const MASTER_WHEEL_FAULT: &str = "Exception occurred in wheel ";
+
+/// Marks an error the master caused itself (it answered, but with its own failure), so the
+/// soak can tell them from wrong answers of the target. Such a request is not counted as ok.
+const MASTER_FAULT: &str = "master fault: ";
+
 /// `{"tag", "data": {"return": {"minions": [...]}, "success": true}}`.
+///
+/// A `success: false` whose `return` is the master's own exception text is the master's fault,
+/// e.g. Salt 3008's `.minions.p does not exist` when two master workers draw the same jid in
+/// the same microsecond (`unique_jid: False`, the default): it reaches every salt-api alike.
 fn check_wheel(v: &Value, minions: usize) -> Result<(), String> {
     let data = v.get("data");
+    if let Some(text) = data
+        .and_then(|d| d.get("return"))
+        .and_then(Value::as_str)
+        .filter(|t| t.starts_with(MASTER_WHEEL_FAULT))
+    {
+        return Err(format!("{MASTER_FAULT}{text}"));
+    }
     let listed = data
         .and_then(|d| d.get("return"))
         .and_then(|r| r.get("minions"))
@@ -440,6 +460,8 @@ impl Ctx {
 struct Tally {
     ok: usize,
     errors: usize,
+    /// Of `errors`, those the master caused (see [`MASTER_FAULT`]).
+    master_errors: usize,
     first_error: Option<String>,
     latencies_ms: Vec<f64>,
 }
@@ -454,18 +476,31 @@ impl Tally {
             }
             Err(e) => {
                 self.errors += 1;
-                if self.first_error.is_none() {
-                    self.first_error = Some(e);
+                if e.starts_with(MASTER_FAULT) {
+                    self.master_errors += 1;
                 }
+                self.note(e);
             }
+        }
+    }
+
+    /// Keeps the first error, preferring one the master did not cause.
+    fn note(&mut self, e: String) {
+        let replace = match &self.first_error {
+            None => true,
+            Some(kept) => kept.starts_with(MASTER_FAULT) && !e.starts_with(MASTER_FAULT),
+        };
+        if replace {
+            self.first_error = Some(e);
         }
     }
 
     fn merge(&mut self, other: Tally) {
         self.ok += other.ok;
         self.errors += other.errors;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
+        self.master_errors += other.master_errors;
+        if let Some(e) = other.first_error {
+            self.note(e);
         }
         self.latencies_ms.extend(other.latencies_ms);
     }
@@ -560,6 +595,7 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
         "concurrency": ctx.args.concurrency,
         "ok": tally.ok,
         "errors": tally.errors,
+        "master_errors": tally.master_errors,
         "seconds": seconds,
         "rps": tally.ok as f64 / seconds.max(1e-9),
         "p50_ms": percentile(&tally.latencies_ms, 50.0),
@@ -568,4 +604,44 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
     });
     println!("{result}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shaped as the answer of a Salt 3008.4 master in a soak run when two of its workers drew
+    /// the same jid (its log: "Exception occurred while introspecting key.list_all: …").
+    fn master_fault() -> Value {
+        json!({"tag": "salt/wheel/20261126233232655202", "data": {
+            "fun": "wheel.key.list_all", "jid": "20261126233232655202",
+            "tag": "salt/wheel/20261126233232655202", "user": "saltdev", "success": false,
+            "return": "Exception occurred in wheel key.list_all: SaltCacheError: \
+                       /tmp/x/jobs/99/5ce7/.minions.p does not exist"}})
+    }
+
+    #[test]
+    fn wheel_answers_are_told_apart() {
+        let is_master = |r: Result<(), String>| r.err().map(|e| e.starts_with(MASTER_FAULT));
+        let good = json!({"data": {"success": true,
+                                   "return": {"minions": ["m1", "m2"]}}});
+        assert_eq!(check_wheel(&good, 2), Ok(()));
+        assert_eq!(is_master(check_wheel(&good, 3)), Some(false));
+        assert_eq!(is_master(check_wheel(&master_fault(), 2)), Some(true));
+        let wrong = json!({"data": {"success": false, "return": "denied"}});
+        assert_eq!(is_master(check_wheel(&wrong, 2)), Some(false));
+    }
+
+    #[test]
+    fn tally_counts_master_faults_and_keeps_the_target_error_first() {
+        let mut t = Tally::default();
+        let at = Instant::now();
+        t.record(at, check_wheel(&master_fault(), 2));
+        t.record(at, Err("key.list_all: {}".into()));
+        t.record(at, Ok(()));
+        let mut total = Tally::default();
+        total.merge(t);
+        assert_eq!((total.ok, total.errors, total.master_errors), (1, 2, 1));
+        assert_eq!(total.first_error.as_deref(), Some("key.list_all: {}"));
+    }
 }
