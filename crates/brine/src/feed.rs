@@ -17,6 +17,7 @@
 //!   resuming client gets exactly the events after its `Last-Event-ID`, each once.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -175,6 +176,8 @@ pub struct Resume {
 pub struct Feed {
     ring: Mutex<Ring>,
     tx: broadcast::Sender<Arc<StreamEvent>>,
+    /// The id of the newest event handed out (streams measure how far behind they are).
+    last_id: AtomicU64,
 }
 
 struct Ring {
@@ -215,6 +218,7 @@ impl Feed {
     /// with a broadcast channel of `channel` events.
     pub fn new(ring: usize, ring_bytes: usize, channel: usize) -> Feed {
         let (tx, _) = broadcast::channel(channel.max(16));
+        let first = first_id();
         Feed {
             ring: Mutex::new(Ring {
                 events: VecDeque::with_capacity(ring.min(1 << 16)),
@@ -222,9 +226,10 @@ impl Feed {
                 max_bytes: ring_bytes,
                 max_age: None,
                 bytes: 0,
-                next_id: first_id(),
+                next_id: first,
             }),
             tx,
+            last_id: AtomicU64::new(first.saturating_sub(1)),
         }
     }
 
@@ -252,8 +257,14 @@ impl Feed {
             }
         }
         ring.expire(now);
+        self.last_id.store(ev.id, Ordering::Relaxed);
         // No receivers is fine.
         let _ = self.tx.send(ev);
+    }
+
+    /// The id of the newest event.
+    pub fn last_id(&self) -> u64 {
+        self.last_id.load(Ordering::Relaxed)
     }
 
     /// A receiver of every event from now on.

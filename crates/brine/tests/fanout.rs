@@ -215,10 +215,16 @@ async fn clients_that_never_read_are_dropped_and_the_others_get_everything() {
         }
         rss.push(rss_kib(pid));
     }
-    // The stalled clients were disconnected, with a log line each.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let log = st.brine_log();
-    let drops = log.matches("does not keep up").count();
+    // The stalled clients were disconnected, with a log line each (the watchdog cuts a stream
+    // off once it has owed events for `STALL` without taking any).
+    let by = tokio::time::Instant::now() + Duration::from_secs(15);
+    let drops = loop {
+        let drops = st.brine_log().matches("does not keep up").count();
+        if drops >= 10 || tokio::time::Instant::now() > by {
+            break drops;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert!(drops >= 10, "{drops} slow-client disconnects logged");
     eprintln!("Brine RSS after each round: {rss:?} KiB");
     assert!(

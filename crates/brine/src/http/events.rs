@@ -17,17 +17,13 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 
 use super::error::ApiError;
 use super::{session, Ctx, Req};
 use crate::app::SharedApp;
 use crate::feed::parse_last_id;
 use crate::streams::{self, Owner, Sse};
-
-/// Queued frames are joined into one write until it reaches this size. The joined buffer is
-/// a private copy per stream (the frames themselves are shared by all streams), so it stays
-/// small: 10 000 lagging streams hold at most ~40 MiB of copies.
-const WRITE_BATCH_BYTES: usize = 4 * 1024;
 
 /// rest_cherrypy 3008's answer to any query parameter on `/events`.
 pub const NO_QUERY: &str = "The /events endpoint takes no query parameters; in particular, tokens must not \
@@ -87,33 +83,18 @@ pub async fn events(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Res
         kill: req.kill(),
         kind: "sse",
     };
-    let rx = streams::spawn(app.clone(), owner, resume, Sse);
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        let first = rx.recv().await?;
-        // Frames that queued up while the connection was busy go out in one write.
-        let mut more = Vec::new();
-        let mut size = first.len();
-        while size < WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(b) => {
-                    size += b.len();
-                    more.push(b);
-                }
-                Err(_) => break,
-            }
-        }
-        let chunk = if more.is_empty() {
-            first
+    // A batch (what was waiting in the feed when the connection asked) goes out as one write.
+    let body = streams::open(app.clone(), owner, resume, Sse).map(|batch| {
+        let chunk = if batch.len() == 1 {
+            batch.into_iter().next().unwrap_or_default()
         } else {
-            let mut buf =
-                BytesMut::with_capacity(first.len() + more.iter().map(Bytes::len).sum::<usize>());
-            buf.extend_from_slice(&first);
-            for b in &more {
+            let mut buf = BytesMut::with_capacity(batch.iter().map(Bytes::len).sum());
+            for b in &batch {
                 buf.extend_from_slice(b);
             }
             buf.freeze()
         };
-        Some((Ok::<Bytes, Infallible>(chunk), rx))
+        Ok::<Bytes, Infallible>(chunk)
     });
     *resp.body_mut() = Body::from_stream(body);
     *resp.status_mut() = StatusCode::OK;

@@ -12,13 +12,15 @@
 //! when the token expires or is revoked (the references keep it open), and is dropped when
 //! the client does not read fast enough (see [`crate::streams`]).
 
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, Stream, StreamExt};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -61,10 +63,10 @@ impl Render for WsRender {
         None
     }
 
-    fn event(&mut self, ev: &StreamEvent, out: &mut Vec<Utf8Bytes>) {
+    fn event(&mut self, ev: &StreamEvent, out: &mut VecDeque<Utf8Bytes>) {
         match self {
-            WsRender::Plain(Kind::TornadoAll) => out.push(ev.ws_json().clone()),
-            WsRender::Plain(_) => out.push(ev.ws_data().clone()),
+            WsRender::Plain(Kind::TornadoAll) => out.push_back(ev.ws_json().clone()),
+            WsRender::Plain(_) => out.push_back(ev.ws_data().clone()),
             WsRender::Formatted { info, app, token } => {
                 let result = info.process(&ev.event().tag, &ev.event().data);
                 out.extend(result.frames.into_iter().map(Utf8Bytes::from));
@@ -83,6 +85,10 @@ impl Render for WsRender {
     fn keepalive(&self) -> Option<Utf8Bytes> {
         // WebSocket pings from the writer keep proxies happy; no text frame needed.
         None
+    }
+
+    fn size(frame: &Utf8Bytes) -> usize {
+        frame.len()
     }
 }
 
@@ -164,7 +170,7 @@ async fn run(app: SharedApp, socket: WebSocket, kind: Kind, mut owner: Owner) {
     let kill = CancellationToken::new();
     owner.kill = Some(kill.clone());
     let mut owner = Some(owner);
-    let mut frames: Option<tokio::sync::mpsc::Receiver<Utf8Bytes>> = None;
+    let mut frames: Option<Pin<Box<dyn Stream<Item = Vec<Utf8Bytes>> + Send>>> = None;
     let mut ping = tokio::time::interval(streams::KEEPALIVE);
     ping.reset();
     // Sends one message unless the client stalls past the kill switch.
@@ -172,6 +178,15 @@ async fn run(app: SharedApp, socket: WebSocket, kind: Kind, mut owner: Owner) {
         ($msg:expr) => {{
             tokio::select! {
                 r = sink.send($msg) => r.is_ok(),
+                _ = kill.cancelled() => false,
+            }
+        }};
+    }
+    // Queues one message without flushing (the last of a batch is sent with `send!`).
+    macro_rules! feed {
+        ($msg:expr) => {{
+            tokio::select! {
+                r = sink.feed($msg) => r.is_ok(),
                 _ = kill.cancelled() => false,
             }
         }};
@@ -198,21 +213,34 @@ async fn run(app: SharedApp, socket: WebSocket, kind: Kind, mut owner: Owner) {
                                 }
                             };
                             let resume = app.hub.feed().resume(None);
-                            frames = Some(streams::spawn(app.clone(), owner, resume, render));
+                            frames = Some(Box::pin(streams::open(app.clone(), owner, resume, render)));
                         }
                     }
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
-            frame = async {
+            batch = async {
                 match frames.as_mut() {
-                    Some(rx) => rx.recv().await,
+                    Some(stream) => stream.next().await,
                     None => std::future::pending().await,
                 }
-            } => match frame {
-                Some(f) => {
-                    if !send!(Message::Text(f)) {
+            } => match batch {
+                Some(batch) => {
+                    // One flush for the batch.
+                    let n = batch.len();
+                    let mut sent = true;
+                    for (i, f) in batch.into_iter().enumerate() {
+                        sent = if i + 1 < n {
+                            feed!(Message::Text(f))
+                        } else {
+                            send!(Message::Text(f))
+                        };
+                        if !sent {
+                            break;
+                        }
+                    }
+                    if !sent {
                         break;
                     }
                 }
