@@ -94,6 +94,20 @@ fn until_expiry(expire: f64) -> Duration {
     Duration::from_secs_f64((expire - now).clamp(0.0, 1.0e9))
 }
 
+/// Why a stream must end now for its token's or Brine's sake (`expires` is the token's
+/// expiry), if it must: the one test both the stream and its watchdog apply.
+fn end_reason(app: &App, owner: &Owner, expires: Instant, now: Instant) -> Option<&'static str> {
+    if now >= expires {
+        Some("token expired")
+    } else if app.auth.is_revoked(&owner.token) {
+        Some("token revoked")
+    } else if app.stopping.is_cancelled() {
+        Some("Brine is stopping")
+    } else {
+        None
+    }
+}
+
 /// Disconnects a client that does not keep up: counter, log line, kill switch.
 fn drop_slow(app: &App, owner: &Owner, why: &str) {
     app.stats
@@ -157,11 +171,8 @@ impl<R: Render> Reader<R> {
                 _ = &mut self.check => {
                     let now = Instant::now();
                     self.check.as_mut().reset(now + CHECK);
-                    if now >= self.expires {
-                        tracing::info!(user = %self.owner.user, kind = self.owner.kind, "token expired; stream closed");
-                        self.ended = true;
-                    } else if self.app.auth.is_revoked(&self.owner.token) {
-                        tracing::info!(user = %self.owner.user, kind = self.owner.kind, "token revoked; stream closed");
+                    if let Some(why) = end_reason(&self.app, &self.owner, self.expires, now) {
+                        tracing::info!(user = %self.owner.user, kind = self.owner.kind, "{why}; stream closed");
                         self.ended = true;
                     } else if now.duration_since(self.last_frame) >= KEEPALIVE {
                         match self.render.keepalive() {
@@ -217,10 +228,10 @@ async fn watchdog(
     app: Arc<App>,
     owner: Arc<Owner>,
     delivered: Arc<AtomicU64>,
+    expires: Instant,
     gone: CancellationToken,
 ) {
     let limit = app.settings.brine.stream_buffer as u64;
-    let expires = Instant::now() + until_expiry(owner.expire);
     let mut tick = tokio::time::interval(CHECK);
     tick.reset();
     let (mut seen, mut since) = (delivered.load(Ordering::Relaxed), Instant::now());
@@ -250,8 +261,7 @@ async fn watchdog(
         }
         // The stream ends itself on these when its connection polls it; one that is not
         // polled is cut off a little later.
-        let over =
-            now >= expires || app.stopping.is_cancelled() || app.auth.is_revoked(&owner.token);
+        let over = end_reason(&app, &owner, expires, now).is_some();
         match (over, should_have_ended) {
             (false, _) => should_have_ended = None,
             (true, None) => should_have_ended = Some(now),
@@ -301,15 +311,17 @@ where
     let owner = Arc::new(owner);
     let delivered = Arc::new(AtomicU64::new(last));
     let gone = CancellationToken::new();
+    let now = Instant::now();
+    let expires = now + until_expiry(owner.expire);
     tokio::spawn(watchdog(
         app.clone(),
         owner.clone(),
         delivered.clone(),
+        expires,
         gone.clone(),
     ));
-    let now = Instant::now();
     let reader = Reader {
-        expires: now + until_expiry(owner.expire),
+        expires,
         check: Box::pin(tokio::time::sleep(CHECK)),
         last_frame: now,
         stopping: Box::pin(app.stopping.clone().cancelled_owned()),
