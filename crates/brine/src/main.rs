@@ -127,14 +127,31 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run(settings, log_files));
+    // Event streams run on their own threads (http/server.rs says why).
+    let streams = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("brine-streams")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the streams runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(settings, log_files, streams.handle().clone()));
+    streams.shutdown_timeout(std::time::Duration::from_secs(1));
     if let Some(pid_file) = &cli.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
     code
 }
 
-async fn run(settings: Settings, log_files: Vec<Arc<logging::LogFile>>) -> ExitCode {
+async fn run(
+    settings: Settings,
+    log_files: Vec<Arc<logging::LogFile>>,
+    streams: tokio::runtime::Handle,
+) -> ExitCode {
     let tls = if settings.rest.disable_ssl {
         None
     } else {
@@ -239,7 +256,7 @@ async fn run(settings: Settings, log_files: Vec<Arc<logging::LogFile>>) -> ExitC
         "Brine {} listening", env!("CARGO_PKG_VERSION")
     );
     reopen_on_sighup(log_files, app.access_log.clone());
-    http::serve(app, listener, tls, shutdown_signal()).await;
+    http::serve(app, listener, tls, streams, shutdown_signal()).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

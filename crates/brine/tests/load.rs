@@ -1,7 +1,7 @@
 //! Load against a real master: 1 000 concurrent synchronous `local` requests while 1 000 SSE
 //! streams are open. Every request must come back right, every stream must carry every job up
 //! to a final marker event, Brine must handle 99 % of the `/stats` calls made throughout in
-//! under 100 ms (and every one in under 500 ms),
+//! under 100 ms (and every one in under 500 ms), their median end to end must be under 100 ms,
 //! and once the load is gone no stream, job waiter, master request or descriptor may be left.
 //! RSS (baseline, peak, after) is reported.
 //!
@@ -353,6 +353,14 @@ async fn thousand_sync_locals_and_thousand_streams_at_once() {
     // handler has no await that can wait, so a slower one is a thread the kernel did not run
     // (with the master, minions and this load generator on the same 2 CPUs, one in a few
     // hundred calls is): 99 % must be under 100 ms, and none may wait for the load itself.
+    // End to end (the client's wait for a CPU included), the typical call is well under
+    // 100 ms: requests are not served on the threads that fan events out to the streams
+    // (http/server.rs); before that split the median here was 120 ms.
+    assert!(
+        pct(50) < Duration::from_millis(100),
+        "/stats end to end under load: median {:?}",
+        pct(50)
+    );
     let slow = handled.iter().filter(|&&ms| ms >= 100).count();
     assert!(
         slow * 100 <= handled.len(),

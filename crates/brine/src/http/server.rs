@@ -1,5 +1,12 @@
 //! The listener: plain TCP or TLS (rustls), HTTP/1.1 and HTTP/2, a bounded header read time
 //! (slow clients cannot hold a connection open by trickling headers), and a graceful stop.
+//!
+//! Event streams get their own runtime: a plain connection whose first request line asks for
+//! a stream route (`/events`, `/ws`, `/all_events/…`, `/formatted_events/…`, peeked before
+//! hyper reads it) is served on the streams runtime, every other connection on this one. An
+//! event fans out to every open stream at once, a burst of socket writes that keeps the
+//! streams' threads busy and makes the kernel slow to run them again; requests (`/stats`,
+//! `/login`, `/run`) then neither queue behind the burst nor share its threads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::routes::{Endpoint, RouteConfig};
 use crate::app::SharedApp;
 
 /// Largest request head (request line and headers) accepted; bigger ones get 431.
@@ -60,11 +68,12 @@ pub fn tls_acceptor(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves.
+/// Serves `app` on `listener` until `shutdown` resolves; event streams on `streams`.
 pub async fn serve(
     app: SharedApp,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    streams: tokio::runtime::Handle,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     // Plain connections speak HTTP/1.1 only (as rest_cherrypy): hyper's own HTTP/1 server,
@@ -105,6 +114,7 @@ pub async fn serve(
         // Each connection gets a kill switch: streams use it to drop a client that stopped
         // reading (hyper would otherwise keep a stalled connection open).
         let kill = CancellationToken::new();
+        let sniff_app = app.clone();
         let app = app.clone();
         let conn_kill = kill.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -133,11 +143,28 @@ pub async fn serve(
         // the TLS path (handshake, HTTP/2) is much larger than a plain HTTP/1 connection.
         match acceptor {
             None => {
+                let (streams, inner) = (streams.clone(), tracker.clone());
                 tracker.spawn(async move {
-                    let conn = h1
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades();
-                    drive(conn, |c| c.graceful_shutdown(), kill, stopping, peer).await;
+                    let first = first_request(
+                        stream_peek_target(&stream).await.as_deref(),
+                        &sniff_app.settings.rest.routes,
+                    );
+                    drop(sniff_app);
+                    let serve = async move {
+                        let conn = h1
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades();
+                        drive(conn, |c| c.graceful_shutdown(), kill, stopping, peer).await;
+                    };
+                    match first {
+                        First::Nothing => {
+                            tracing::debug!(peer = %peer, "no request within the header read time");
+                        }
+                        First::Stream => {
+                            inner.spawn_on(serve, &streams);
+                        }
+                        First::Request => serve.await,
+                    }
                 });
             }
             Some(acceptor) => {
@@ -206,7 +233,101 @@ async fn drive<C, E>(
     }
 }
 
+/// What a connection's first bytes ask for.
+#[derive(Debug, PartialEq, Eq)]
+enum First {
+    /// Nothing arrived within the header read time.
+    Nothing,
+    /// An event stream route.
+    Stream,
+    /// Anything else (including a request line not complete in the first segment).
+    Request,
+}
+
+/// Up to 512 bytes at the start of `stream` (left in the socket for hyper), once any arrive;
+/// `None` after the header read time, on an error or when the client closed.
+async fn stream_peek_target(stream: &tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 512];
+    match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => {
+            buf.truncate(n);
+            Some(buf)
+        }
+        _ => None,
+    }
+}
+
+/// Whether `head` (a connection's first bytes) starts a `GET` of an event stream route.
+fn first_request(head: Option<&[u8]>, routes: &RouteConfig) -> First {
+    let Some(head) = head else {
+        return First::Nothing;
+    };
+    let Some(rest) = head.strip_prefix(b"GET ") else {
+        return First::Request;
+    };
+    let Some(end) = rest.iter().position(|&b| b == b' ' || b == b'?') else {
+        return First::Request;
+    };
+    let Ok(path) = std::str::from_utf8(&rest[..end]) else {
+        return First::Request;
+    };
+    match routes.resolve(path).map(|r| r.endpoint) {
+        Ok(Endpoint::Events | Endpoint::Ws(_) | Endpoint::AllEvents(_))
+        | Ok(Endpoint::FormattedEvents(_)) => First::Stream,
+        _ => First::Request,
+    }
+}
+
 /// Binds the listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(prefix: &str) -> RouteConfig {
+        RouteConfig {
+            root_prefix: prefix.into(),
+            enable_sessions: true,
+            webhook: "hook".into(),
+            app: None,
+            static_path: None,
+            favicon: false,
+        }
+    }
+
+    #[test]
+    fn stream_routes_are_told_from_requests_by_their_first_line() {
+        let r = routes("");
+        let first = |s: &str| first_request(Some(s.as_bytes()), &r);
+        assert_eq!(first("GET /events HTTP/1.1\r\n"), First::Stream);
+        assert_eq!(first("GET /events?token=abc HTTP/1.1\r\n"), First::Stream);
+        assert_eq!(first("GET /ws/0123abcd HTTP/1.1\r\n"), First::Stream);
+        assert_eq!(first("GET /all_events/0123 HTTP/1.1\r\n"), First::Stream);
+        assert_eq!(
+            first("GET /formatted_events/0123 HTTP/1.1\r\n"),
+            First::Stream
+        );
+        assert_eq!(first("GET /stats HTTP/1.1\r\n"), First::Request);
+        assert_eq!(first("POST /events HTTP/1.1\r\n"), First::Request);
+        assert_eq!(first("GET /eventsx HTTP/1.1\r\n"), First::Request);
+        // The path is cut off in the first segment: served as a request (still correct).
+        assert_eq!(first("GET /even"), First::Request);
+        assert_eq!(
+            first_request(Some(b"GET /ev\xffents HTTP/1.1"), &r),
+            First::Request
+        );
+        assert_eq!(first_request(None, &r), First::Nothing);
+        let prefixed = routes("/api");
+        assert_eq!(
+            first_request(Some(b"GET /api/events HTTP/1.1"), &prefixed),
+            First::Stream
+        );
+        assert_eq!(
+            first_request(Some(b"GET /events HTTP/1.1"), &prefixed),
+            First::Request
+        );
+    }
 }
