@@ -17,7 +17,7 @@
 //!   resuming client gets exactly the events after its `Last-Event-ID`, each once.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -178,6 +178,10 @@ pub struct Feed {
     tx: broadcast::Sender<Arc<StreamEvent>>,
     /// The id of the newest event handed out (streams measure how far behind they are).
     last_id: AtomicU64,
+    /// Events and bytes in the ring, for `/stats` (which must not wait for the ring's lock:
+    /// publishing holds it while it encodes an event and wakes every stream).
+    kept_events: AtomicUsize,
+    kept_bytes: AtomicUsize,
 }
 
 struct Ring {
@@ -230,6 +234,8 @@ impl Feed {
             }),
             tx,
             last_id: AtomicU64::new(first.saturating_sub(1)),
+            kept_events: AtomicUsize::new(0),
+            kept_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -257,6 +263,7 @@ impl Feed {
             }
         }
         ring.expire(now);
+        self.count(&ring);
         self.last_id.store(ev.id, Ordering::Relaxed);
         // No receivers is fine.
         let _ = self.tx.send(ev);
@@ -283,12 +290,21 @@ impl Feed {
     pub fn expire(&self) {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         ring.expire(Instant::now());
+        self.count(&ring);
+    }
+
+    /// Records the ring's size for [`Feed::kept`] (called with the lock held).
+    fn count(&self, ring: &Ring) {
+        self.kept_events.store(ring.events.len(), Ordering::Relaxed);
+        self.kept_bytes.store(ring.bytes, Ordering::Relaxed);
     }
 
     /// Events and bytes kept for resumption.
     pub fn kept(&self) -> (usize, usize) {
-        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        (ring.events.len(), ring.bytes)
+        (
+            self.kept_events.load(Ordering::Relaxed),
+            self.kept_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Subscribes, replaying what came after `last_id` if the ring still has it.

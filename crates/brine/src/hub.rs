@@ -17,7 +17,7 @@
 //!   ring, broadcast to streams and to the token-revocation listener.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +49,8 @@ struct Waiter {
 
 struct Inner {
     waiters: Mutex<HashMap<String, Vec<Arc<Waiter>>>>,
+    /// How many waiters `waiters` holds (read by `/stats` without the lock).
+    waiter_count: AtomicUsize,
     recent: Mutex<VecDeque<(String, Arc<Event>)>>,
     next_id: AtomicU64,
     feed: Feed,
@@ -82,7 +84,11 @@ impl Drop for JidWatch {
     fn drop(&mut self) {
         let mut waiters = self.hub.waiters.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(list) = waiters.get_mut(&self.jid) {
+            let before = list.len();
             list.retain(|w| w.id != self.id);
+            self.hub
+                .waiter_count
+                .fetch_sub(before - list.len(), Ordering::Relaxed);
             if list.is_empty() {
                 waiters.remove(&self.jid);
             }
@@ -108,6 +114,7 @@ impl Hub {
         Hub {
             inner: Arc::new(Inner {
                 waiters: Mutex::new(HashMap::new()),
+                waiter_count: AtomicUsize::new(0),
                 recent: Mutex::new(VecDeque::with_capacity(RECENT)),
                 next_id: AtomicU64::new(1),
                 feed: Feed::new(ring, ring_bytes, channel),
@@ -138,6 +145,7 @@ impl Hub {
                 }
             }
             waiters.entry(jid.to_owned()).or_default().push(waiter);
+            self.inner.waiter_count.fetch_add(1, Ordering::Relaxed);
         }
         JidWatch {
             hub: self.inner.clone(),
@@ -159,8 +167,7 @@ impl Hub {
 
     /// Registered jid watches (requests waiting for the events of a job).
     pub fn waiters(&self) -> usize {
-        let waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        waiters.values().map(Vec::len).sum()
+        self.inner.waiter_count.load(Ordering::Relaxed)
     }
 
     /// Times the bus subscription was re-established.

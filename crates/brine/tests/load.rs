@@ -127,10 +127,43 @@ async fn thousand_sync_locals_and_thousand_streams_at_once() {
     let silent = json!({"client": "local", "tgt": "m3", "fun": "test.ping",
                         "timeout": 5, "gather_job_timeout": 5});
     let silent_req = Req::post_json("/", &silent).header("X-Auth-Token", &token);
-    // Warm up (connections to the master, the token cache), then take the baseline.
+    // Warm up (connections to the master, the token cache, the threads that serve event
+    // streams), then take the baseline.
     for req in [&live_req, &silent_req, &live_req] {
         let r = send(&st.brine, req).await;
         assert_eq!(r.status, 200, "{}", r.text());
+    }
+    {
+        let addr = st.brine.trim_start_matches("http://").to_owned();
+        let opened = Arc::new(AtomicUsize::new(0));
+        let warm: Vec<_> = (0..4)
+            .map(|_| {
+                let (addr, token, opened) = (addr.clone(), token.clone(), opened.clone());
+                tokio::spawn(async move {
+                    let mut s = tokio::net::TcpStream::connect(&addr)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let head = format!(
+                        "GET /events HTTP/1.1\r\nHost: {addr}\r\nX-Auth-Token: {token}\r\n\r\n"
+                    );
+                    s.write_all(head.as_bytes())
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while memmem::find(&got, b"retry:").is_none() {
+                        let n = s.read(&mut buf).await.unwrap_or(0);
+                        assert!(n > 0, "warm-up stream: {}", String::from_utf8_lossy(&got));
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    opened.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for w in warm {
+            w.await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        fire_hook(&st.brine, &token, "load/warm", &json!({})).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = st.brine_pid();

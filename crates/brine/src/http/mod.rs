@@ -15,6 +15,7 @@ pub mod error;
 pub mod negotiate;
 pub mod routes;
 pub mod session;
+mod sse_connection;
 
 mod events;
 mod files;

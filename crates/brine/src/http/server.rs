@@ -6,7 +6,9 @@
 //! hyper reads it) is served on the streams runtime, every other connection on this one. An
 //! event fans out to every open stream at once, a burst of socket writes that keeps the
 //! streams' threads busy and makes the kernel slow to run them again; requests (`/stats`,
-//! `/login`, `/run`) then neither queue behind the burst nor share its threads.
+//! `/login`, `/run`) then neither queue behind the burst nor share its threads. A connection
+//! that starts with `GET /events` is answered by [`sse_connection`] rather than hyper (a few
+//! KiB per open stream instead of hyper's fixed 16).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +24,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::routes::{Endpoint, RouteConfig};
+use super::sse_connection::{self, Head, Prefixed};
 use crate::app::SharedApp;
+use bytes::Bytes;
 
 /// Largest request head (request line and headers) accepted; bigger ones get 431.
 const MAX_HEAD: usize = 64 * 1024;
@@ -149,21 +153,49 @@ pub async fn serve(
                         stream_peek_target(&stream).await.as_deref(),
                         &sniff_app.settings.rest.routes,
                     );
-                    drop(sniff_app);
-                    let serve = async move {
+                    let h1_kill = kill.clone();
+                    let h1_serve = move |io: Prefixed| async move {
                         let conn = h1
-                            .serve_connection(TokioIo::new(stream), service)
+                            .serve_connection(TokioIo::new(io), service)
                             .with_upgrades();
-                        drive(conn, |c| c.graceful_shutdown(), kill, stopping, peer).await;
+                        drive(conn, |c| c.graceful_shutdown(), h1_kill, stopping, peer).await;
                     };
                     match first {
                         First::Nothing => {
                             tracing::debug!(peer = %peer, "no request within the header read time");
                         }
+                        First::Request => h1_serve(Prefixed::new(Bytes::new(), stream)).await,
                         First::Stream => {
-                            inner.spawn_on(serve, &streams);
+                            inner.spawn_on(h1_serve(Prefixed::new(Bytes::new(), stream)), &streams);
                         }
-                        First::Request => serve.await,
+                        First::Sse => {
+                            let mut stream = stream;
+                            let lean = async move {
+                                let head = sse_connection::read_head(
+                                    &mut stream,
+                                    MAX_HEAD,
+                                    HEADER_READ_TIMEOUT,
+                                )
+                                .await;
+                                match head {
+                                    Head::Gone => {}
+                                    Head::Lean(mut req) => {
+                                        req.extensions_mut().insert(ConnKill(kill.clone()));
+                                        // Boxed: the handler's future is several KiB, and
+                                        // the task would keep room for it for the stream's
+                                        // whole life.
+                                        let resp =
+                                            Box::pin(super::handle(sniff_app, *req, peer)).await;
+                                        sse_connection::respond(&mut stream, resp, &kill).await;
+                                    }
+                                    Head::Hyper(prefix) => {
+                                        drop(sniff_app);
+                                        h1_serve(Prefixed::new(prefix, stream)).await;
+                                    }
+                                }
+                            };
+                            inner.spawn_on(lean, &streams);
+                        }
                     }
                 });
             }
@@ -238,7 +270,9 @@ async fn drive<C, E>(
 enum First {
     /// Nothing arrived within the header read time.
     Nothing,
-    /// An event stream route.
+    /// `GET /events`: served by [`sse_connection`] on the streams runtime.
+    Sse,
+    /// A WebSocket stream route: served by hyper on the streams runtime.
     Stream,
     /// Anything else (including a request line not complete in the first segment).
     Request,
@@ -272,8 +306,10 @@ fn first_request(head: Option<&[u8]>, routes: &RouteConfig) -> First {
         return First::Request;
     };
     match routes.resolve(path).map(|r| r.endpoint) {
-        Ok(Endpoint::Events | Endpoint::Ws(_) | Endpoint::AllEvents(_))
-        | Ok(Endpoint::FormattedEvents(_)) => First::Stream,
+        Ok(Endpoint::Events) => First::Sse,
+        Ok(Endpoint::Ws(_) | Endpoint::AllEvents(_) | Endpoint::FormattedEvents(_)) => {
+            First::Stream
+        }
         _ => First::Request,
     }
 }
@@ -302,8 +338,8 @@ mod tests {
     fn stream_routes_are_told_from_requests_by_their_first_line() {
         let r = routes("");
         let first = |s: &str| first_request(Some(s.as_bytes()), &r);
-        assert_eq!(first("GET /events HTTP/1.1\r\n"), First::Stream);
-        assert_eq!(first("GET /events?token=abc HTTP/1.1\r\n"), First::Stream);
+        assert_eq!(first("GET /events HTTP/1.1\r\n"), First::Sse);
+        assert_eq!(first("GET /events?token=abc HTTP/1.1\r\n"), First::Sse);
         assert_eq!(first("GET /ws/0123abcd HTTP/1.1\r\n"), First::Stream);
         assert_eq!(first("GET /all_events/0123 HTTP/1.1\r\n"), First::Stream);
         assert_eq!(
@@ -323,7 +359,7 @@ mod tests {
         let prefixed = routes("/api");
         assert_eq!(
             first_request(Some(b"GET /api/events HTTP/1.1"), &prefixed),
-            First::Stream
+            First::Sse
         );
         assert_eq!(
             first_request(Some(b"GET /events HTTP/1.1"), &prefixed),
