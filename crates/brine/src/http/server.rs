@@ -148,11 +148,14 @@ pub async fn serve(
         match acceptor {
             None => {
                 let (streams, inner) = (streams.clone(), tracker.clone());
+                // A connection that has not sent its request yet does not hold up a stop.
+                let quit = stopping.clone();
                 tracker.spawn(async move {
-                    let first = first_request(
-                        stream_peek_target(&stream).await.as_deref(),
-                        &sniff_app.settings.rest.routes,
-                    );
+                    let peeked = tokio::select! {
+                        p = stream_peek_target(&stream) => p,
+                        _ = quit.cancelled() => None,
+                    };
+                    let first = first_request(peeked.as_deref(), &sniff_app.settings.rest.routes);
                     let h1_kill = kill.clone();
                     let h1_serve = move |io: Prefixed| async move {
                         let conn = h1
@@ -162,7 +165,7 @@ pub async fn serve(
                     };
                     match first {
                         First::Nothing => {
-                            tracing::debug!(peer = %peer, "no request within the header read time");
+                            tracing::debug!(peer = %peer, "no request before the header read time or the stop");
                         }
                         First::Request => h1_serve(Prefixed::new(Bytes::new(), stream)).await,
                         First::Stream => {
@@ -171,12 +174,14 @@ pub async fn serve(
                         First::Sse => {
                             let mut stream = stream;
                             let lean = async move {
-                                let head = sse_connection::read_head(
-                                    &mut stream,
-                                    MAX_HEAD,
-                                    HEADER_READ_TIMEOUT,
-                                )
-                                .await;
+                                let head = tokio::select! {
+                                    h = sse_connection::read_head(
+                                        &mut stream,
+                                        MAX_HEAD,
+                                        HEADER_READ_TIMEOUT,
+                                    ) => h,
+                                    _ = quit.cancelled() => Head::Gone,
+                                };
                                 match head {
                                     Head::Gone => {}
                                     Head::Lean(mut req) => {
