@@ -117,25 +117,14 @@ fn main() -> ExitCode {
         Ok(n) => tracing::debug!(limit = n, "open files limit"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     // Event streams run on their own threads (http/server.rs says why).
-    let streams = match tokio::runtime::Builder::new_multi_thread()
-        .thread_name("brine-streams")
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!("cannot start the streams runtime: {e}");
+    let (runtime, streams) = match (
+        new_runtime("tokio-runtime-worker"),
+        new_runtime("brine-streams"),
+    ) {
+        (Ok(r), Ok(s)) => (r, s),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -145,6 +134,14 @@ fn main() -> ExitCode {
         let _ = std::fs::remove_file(pid_file);
     }
     code
+}
+
+/// A multi-threaded runtime whose worker threads are called `name`.
+fn new_runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name(name)
+        .enable_all()
+        .build()
 }
 
 async fn run(
