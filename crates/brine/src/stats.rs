@@ -2,8 +2,8 @@
 //! `/metrics` (Prometheus text). Counters are updated on the request path with atomics and
 //! `prometheus-client` families (no locks taken per request beyond the family's map lookup).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -73,6 +73,8 @@ pub struct Stats {
     pub chunks: Family<ClientLabels, Counter>,
     /// Master round trips by command.
     pub master_latency: Family<CmdLabels, Histogram>,
+    /// Open descriptors, recounted at most once a second.
+    fds: FdCount,
 }
 
 impl Default for Stats {
@@ -92,6 +94,7 @@ impl Default for Stats {
             http_latency: Family::new_with_constructor(latency_histogram),
             chunks: Family::default(),
             master_latency: Family::new_with_constructor(latency_histogram),
+            fds: FdCount::new(),
         }
     }
 }
@@ -114,13 +117,57 @@ pub struct Live {
     pub events_kept: (usize, usize),
 }
 
-fn open_fds() -> i64 {
+/// How often the descriptor count is taken again: listing `/proc/self/fd` walks every
+/// descriptor (thousands under load), too much for a probe that is called often.
+const FD_COUNT_EVERY: Duration = Duration::from_secs(1);
+
+fn count_open_fds() -> i64 {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count() as i64)
         .unwrap_or(-1)
 }
 
+/// The process's open descriptors, counted at most once per [`FD_COUNT_EVERY`]; callers in
+/// between get the last count without waiting (one of them recounts, chosen by a CAS).
+struct FdCount {
+    value: AtomicI64,
+    /// Milliseconds since [`Stats::started`] of the last count, `u64::MAX` before the first.
+    at_ms: AtomicU64,
+}
+
+impl FdCount {
+    fn new() -> Self {
+        FdCount {
+            value: AtomicI64::new(-1),
+            at_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn get(&self, now_ms: u64) -> i64 {
+        let at = self.at_ms.load(Ordering::Acquire);
+        let due = at == u64::MAX || now_ms.saturating_sub(at) >= FD_COUNT_EVERY.as_millis() as u64;
+        if due
+            && self
+                .at_ms
+                .compare_exchange(at, now_ms, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.value.store(count_open_fds(), Ordering::Release);
+        }
+        match self.value.load(Ordering::Acquire) {
+            // The first caller is counting right now: count too rather than answer -1.
+            -1 => count_open_fds(),
+            v => v,
+        }
+    }
+}
+
 impl Stats {
+    /// Open descriptors (at most [`FD_COUNT_EVERY`] old).
+    pub fn open_fds(&self) -> i64 {
+        self.fds.get(self.started.elapsed().as_millis() as u64)
+    }
+
     /// Records one finished HTTP request.
     pub fn record_request(&self, route: &'static str, method: &str, status: u16, seconds: f64) {
         self.requests_total.fetch_add(1, Ordering::Relaxed);
@@ -165,7 +212,7 @@ impl Stats {
                 "Job Waiters": live.job_waiters,
                 "Events Kept": live.events_kept.0,
                 "Events Kept Bytes": live.events_kept.1,
-                "Open File Descriptors": open_fds(),
+                "Open File Descriptors": self.open_fds(),
             }
         })
     }
@@ -268,7 +315,7 @@ impl Stats {
         registry.register(
             "open_fds",
             "Open file descriptors of the process",
-            gauge(open_fds()),
+            gauge(self.open_fds()),
         );
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
@@ -314,5 +361,20 @@ mod tests {
         let json = s.json(false, &live);
         assert_eq!(json["Brine"]["Total Requests"], 1);
         assert_eq!(json["Brine"]["Enabled"], false);
+    }
+
+    #[test]
+    fn descriptors_are_recounted_at_most_once_a_second() {
+        let c = FdCount::new();
+        let first = c.get(0);
+        assert!(first > 0, "{first}");
+        // A descriptor opened now is not seen until the count is due again.
+        let extra = std::fs::File::open("/proc/self/status").map(|f| vec![f]);
+        assert!(extra.is_ok());
+        assert_eq!(c.get(999), first);
+        assert_eq!(c.get(1000), first + 1);
+        drop(extra);
+        assert_eq!(c.get(1500), first + 1);
+        assert_eq!(c.get(2000), first);
     }
 }
