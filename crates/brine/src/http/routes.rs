@@ -273,10 +273,11 @@ fn resolve(path: &str, cfg: &RouteConfig) -> Result<Route, ApiError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn cfg(prefix: &str, sessions: bool) -> RouteConfig {
+    /// A route table under `prefix` with every optional route on (also for server.rs's tests).
+    pub(crate) fn cfg(prefix: &str, sessions: bool) -> RouteConfig {
         RouteConfig {
             root_prefix: prefix.into(),
             enable_sessions: sessions,

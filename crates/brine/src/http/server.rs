@@ -11,6 +11,7 @@
 //! KiB per open stream instead of hyper's fixed 16).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +32,17 @@ use bytes::Bytes;
 /// Largest request head (request line and headers) accepted; bigger ones get 431.
 const MAX_HEAD: usize = 64 * 1024;
 
-/// How long a client may take to send its request headers.
+/// How long a client may take to send its request headers: the first request's from the
+/// moment its connection is accepted (TLS handshake included), a kept-alive connection's next
+/// one from the end of the previous answer (hyper's timer, which is also the idle time).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// When a connection's first request head must be in; `seen` is set by the service when
+/// hyper hands it a request.
+struct FirstHeadBy {
+    at: tokio::time::Instant,
+    seen: Arc<AtomicBool>,
+}
 
 /// The kill switch of the connection a request arrived on (a request extension).
 #[derive(Clone)]
@@ -115,6 +125,11 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let head_by = FirstHeadBy {
+            at: tokio::time::Instant::now() + HEADER_READ_TIMEOUT,
+            seen: Arc::new(AtomicBool::new(false)),
+        };
+        let seen = head_by.seen.clone();
         // Each connection gets a kill switch: streams use it to drop a client that stopped
         // reading (hyper would otherwise keep a stalled connection open).
         let kill = CancellationToken::new();
@@ -122,6 +137,7 @@ pub async fn serve(
         let app = app.clone();
         let conn_kill = kill.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            seen.store(true, Ordering::Relaxed);
             let app = app.clone();
             let kill = conn_kill.clone();
             // Boxed: hyper keeps room for one in-flight service future per connection for
@@ -150,9 +166,10 @@ pub async fn serve(
                 let (streams, inner) = (streams.clone(), tracker.clone());
                 // A connection that has not sent its request yet does not hold up a stop.
                 let quit = stopping.clone();
+                let head_by_at = head_by.at;
                 tracker.spawn(async move {
                     let peeked = tokio::select! {
-                        p = stream_peek_target(&stream) => p,
+                        p = peek_first_bytes(&stream) => p,
                         _ = quit.cancelled() => None,
                     };
                     let first = first_request(peeked.as_deref(), &sniff_app.settings.rest.routes);
@@ -161,7 +178,8 @@ pub async fn serve(
                         let conn = h1
                             .serve_connection(TokioIo::new(io), service)
                             .with_upgrades();
-                        drive(conn, |c| c.graceful_shutdown(), h1_kill, stopping, peer).await;
+                        let ends = Ends { kill: h1_kill, stopping, head_by };
+                        drive(conn, |c| c.graceful_shutdown(), ends, peer).await;
                     };
                     match first {
                         First::Nothing => {
@@ -173,12 +191,14 @@ pub async fn serve(
                         }
                         First::Sse => {
                             let mut stream = stream;
+                            let head_time_left = head_by_at
+                                .saturating_duration_since(tokio::time::Instant::now());
                             let lean = async move {
                                 let head = tokio::select! {
                                     h = sse_connection::read_head(
                                         &mut stream,
                                         MAX_HEAD,
-                                        HEADER_READ_TIMEOUT,
+                                        head_time_left,
                                     ) => h,
                                     _ = quit.cancelled() => Head::Gone,
                                 };
@@ -207,7 +227,7 @@ pub async fn serve(
             Some(acceptor) => {
                 tracker.spawn(async move {
                     let accept = acceptor.accept(stream);
-                    let io = match tokio::time::timeout(HEADER_READ_TIMEOUT, accept).await {
+                    let io = match tokio::time::timeout_at(head_by.at, accept).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
@@ -219,7 +239,12 @@ pub async fn serve(
                         }
                     };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                    drive(conn, |c| c.graceful_shutdown(), kill, stopping, peer).await;
+                    let ends = Ends {
+                        kill,
+                        stopping,
+                        head_by,
+                    };
+                    drive(conn, |c| c.graceful_shutdown(), ends, peer).await;
                 });
             }
         }
@@ -236,22 +261,43 @@ pub async fn serve(
     }
 }
 
-/// Runs one connection until it ends, Brine drops it (`kill`), or the server stops
-/// (`stopping`: the connection is asked to finish its current request and close).
+/// What ends a connection besides the client.
+struct Ends {
+    /// Brine drops the connection (a stream whose client stopped reading).
+    kill: CancellationToken,
+    /// The server stops: the connection is asked to finish its current request and close.
+    stopping: CancellationToken,
+    /// The first request head is not in by then: the connection is closed.
+    head_by: FirstHeadBy,
+}
+
+/// Runs one connection until it ends or one of `ends` ends it.
 async fn drive<C, E>(
     conn: C,
     graceful: impl Fn(std::pin::Pin<&mut C>),
-    kill: CancellationToken,
-    stopping: CancellationToken,
+    ends: Ends,
     peer: SocketAddr,
 ) where
     C: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    let Ends {
+        kill,
+        stopping,
+        head_by,
+    } = ends;
     let mut conn = std::pin::pin!(conn);
     let mut asked = false;
+    let mut head_in = false;
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(head_by.at), if !head_in => {
+                head_in = head_by.seen.load(Ordering::Relaxed);
+                if !head_in {
+                    tracing::debug!(peer = %peer, "no complete request head within the header read time");
+                    return;
+                }
+            }
             done = conn.as_mut() => {
                 if let Err(e) = done {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
@@ -285,7 +331,7 @@ enum First {
 
 /// Up to 512 bytes at the start of `stream` (left in the socket for hyper), once any arrive;
 /// `None` after the header read time, on an error or when the client closed.
-async fn stream_peek_target(stream: &tokio::net::TcpStream) -> Option<Vec<u8>> {
+async fn peek_first_bytes(stream: &tokio::net::TcpStream) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 512];
     match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut buf)).await {
         Ok(Ok(n)) if n > 0 => {
@@ -327,16 +373,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::routes::tests::cfg;
 
     fn routes(prefix: &str) -> RouteConfig {
-        RouteConfig {
-            root_prefix: prefix.into(),
-            enable_sessions: true,
-            webhook: "hook".into(),
-            app: None,
-            static_path: None,
-            favicon: false,
-        }
+        cfg(prefix, true)
     }
 
     #[test]
