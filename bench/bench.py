@@ -133,6 +133,30 @@ def cpu_seconds(pid):
         return None
 
 
+def cpu_busy(interval=1.0):
+    """The machine's busy share of all CPUs over `interval` seconds (0..1, /proc/stat)."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+    t0, i0 = sample()
+    time.sleep(interval)
+    t1, i1 = sample()
+    return 1.0 - (i1 - i0) / max(t1 - t0, 1)
+
+
+def settle(what, busy_max=0.3, limit=15):
+    """Waits (at most `limit` s) until the machine is quiet, so that a run does not measure
+    what the one before it left behind (a Python server still closing 1 000 streams)."""
+    started = time.time()
+    while time.time() - started < limit:
+        if cpu_busy() < busy_max:
+            break
+    waited = time.time() - started
+    if waited > 1.5:
+        log(f"{what}: waited {waited:.0f} s for the machine to settle")
+
+
 def rss_mib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -244,7 +268,8 @@ def run_load(stack, target, scenario, conc, args):
     limit = args.async_timeout if scenario == "async" else args.timeout
     cmd = [driver(stack), "load", "--name", target, "--master-config", stack.master_config,
            "--scenario", scenario, "--concurrency", str(conc), "--seconds", str(args.seconds),
-           "--jobs", str(args.jobs), "--minions", str(stack.minions), "--timeout", str(limit)]
+           "--jobs", str(args.jobs), "--minions", str(stack.minions), "--timeout", str(limit),
+           "--quiet", str(args.async_quiet if scenario == "async" else 0)]
     if target != "raw":
         cmd += ["--url", stack.urls[target]]
     with Watch(stack.pids.get(target)) as w:
@@ -347,7 +372,8 @@ def report(args, stack, rows, sse_rows, idle, goals_out):
         f"Salt {stack.info.get('salt_version')} (master defaults but `worker_threads: 5`; minions "
         f"{'fork a process per job' if args.minion_processes else 'run jobs in threads (`multiprocessing: false`)'}); Brine "
         f"{'release' if not args.smoke else 'debug'} build with default settings. {args.rounds} interleaved "
-        f"round(s) per scenario, {args.seconds} s each; figures are medians over the rounds.",
+        f"round(s) per scenario, {args.seconds} s each; figures are medians over the rounds. Each "
+        f"SSE and async run starts once the machine is under 30 % busy (at most 15 s of waiting).",
         "",
         "## Throughput (checked answers per second)",
         "",
@@ -512,6 +538,11 @@ def main():
                          "hands each return to its main process over its own event bus, where "
                          "every job thread listens, so a burst of N jobs costs it O(N^2) and 200 "
                          "jobs take minutes on a small machine")
+    ap.add_argument("--async-quiet", type=int, default=60,
+                    help="a job of the async scenario that has some of its returns is given up "
+                         "once no return of any job arrived for this long, seconds (the master "
+                         "can lose a minion's return under this load; without this the run "
+                         "would wait the rest of --async-timeout for it)")
     ap.add_argument("--scenarios", default="login,runner,wheel,local,async,sse", help="which scenarios")
     ap.add_argument("--minion-processes", action="store_true",
                     help="minions fork a process per job (Salt's default); by default they run jobs in "
@@ -572,6 +603,7 @@ def main():
                     if t in gave_up:
                         sse_rows.append({"target": t, "clients": n, "skipped": gave_up[t]})
                         continue
+                    settle(f"sse {n} {t}")
                     log(f"sse: {n} clients on {t}")
                     res = run_sse(stack, t, tokens[t], n, args)
                     log(json.dumps(res))
@@ -582,6 +614,7 @@ def main():
             # One round: 200 jobs keep a small machine's minions busy for minutes (a Salt 3008
             # minion's cost grows with the square of its jobs in flight, see --async-timeout).
             for t in [t for t in TARGETS if t in args.targets.split(",")]:
+                settle(f"async {t}")
                 res = run_load(stack, t, "async", args.jobs, args)
                 res["round"] = 1
                 log(f"async {args.jobs} jobs {t}: ok={res['ok']} err={res['errors']} seconds={fmt(res['seconds'])}"

@@ -117,7 +117,8 @@ def main():
                         prefix="brine-soak-")
     base, pid = stack.urls["brine"], stack.pids["brine"]
     token = bench.login(base)
-    run_args = argparse.Namespace(seconds=args.run_seconds, jobs=50, timeout=60, async_timeout=120, events=20,
+    run_args = argparse.Namespace(seconds=args.run_seconds, jobs=50, timeout=60, async_timeout=120, async_quiet=0,
+                                  events=20,
                                   sse_connect_timeout=60, sse_drain=10)
     failures, runs, master_faults = [], 0, 0
     samples = []

@@ -100,6 +100,10 @@ pub struct LoadArgs {
     /// Limit for one request (and for one job's returns), seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// A job with some but not all returns is given up when no return of any job arrived
+    /// for this many seconds (0: wait the whole `--timeout`).
+    #[arg(long, default_value_t = 0)]
+    quiet: u64,
 }
 
 /// Where requests go.
@@ -115,6 +119,9 @@ struct Ctx {
     token: String,
     returns: Option<Arc<Returns>>,
     timeout: Duration,
+    quiet: Option<Duration>,
+    /// Job ids the target answered so far (`async`): two jobs must never share one.
+    jids: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// One HTTP/1.1 connection, reopened when the server closed it.
@@ -323,9 +330,15 @@ impl Ctx {
     async fn pings(&self, jid: &str, minions: usize) -> Result<(), String> {
         let got = self
             .returns()?
-            .wait(jid, self.timeout, |r| r.len() >= minions)
+            .wait(jid, self.timeout, self.quiet, |r| r.len() >= minions)
             .await
-            .ok_or_else(|| format!("returns of {jid} missing after {:?}", self.timeout))?;
+            .ok_or_else(|| match self.quiet {
+                Some(q) => format!(
+                    "returns of {jid} missing after {:?} or {q:?} without any return",
+                    self.timeout
+                ),
+                None => format!("returns of {jid} missing after {:?}", self.timeout),
+            })?;
         if got
             .iter()
             .all(|(_, d)| d.get("return") == Some(&Value::Bool(true)))
@@ -402,6 +415,14 @@ impl Ctx {
                 if jid.is_empty() || minions < n {
                     return Err(format!("local_async: {}", short(&v)));
                 }
+                let fresh = self
+                    .jids
+                    .lock()
+                    .map(|mut seen| seen.insert(jid.to_owned()))
+                    .unwrap_or(true);
+                if !fresh {
+                    return Err(format!("local_async: jid {jid} answered for two jobs"));
+                }
                 self.pings(jid, minions).await
             }
             (Target::Raw { .. }, Scenario::Login) => {
@@ -419,7 +440,7 @@ impl Ctx {
                 }
                 let got = self
                     .returns()?
-                    .wait(jid, self.timeout, |r| !r.is_empty())
+                    .wait(jid, self.timeout, None, |r| !r.is_empty())
                     .await
                     .ok_or_else(|| format!("runner {jid} did not return"))?;
                 let ret = got
@@ -530,12 +551,15 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
     } else {
         None
     };
+    let quiet = (args.quiet > 0).then(|| Duration::from_secs(args.quiet));
     let mut ctx = Ctx {
         args,
         target,
         token: String::new(),
         returns,
         timeout,
+        quiet,
+        jids: Default::default(),
     };
     ctx.token = ctx.login().await.map_err(|e| format!("login: {e}"))?;
     let ctx = Arc::new(ctx);

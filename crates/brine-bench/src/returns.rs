@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use salt_wire::event::{BusAddr, Subscription};
@@ -22,6 +22,8 @@ type Seen = HashMap<String, Vec<(String, Value)>>;
 /// The collector (see the module notes).
 pub struct Returns {
     seen: Mutex<Seen>,
+    /// When the last return of any job arrived (or the collector started).
+    last: Mutex<Instant>,
     changed: Notify,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -34,6 +36,7 @@ impl Returns {
             .map_err(|e| format!("bus subscription at {addr}: {e}"))?;
         let me = Arc::new(Returns {
             seen: Mutex::new(HashMap::new()),
+            last: Mutex::new(Instant::now()),
             changed: Notify::new(),
             task: Mutex::new(None),
         });
@@ -54,6 +57,9 @@ impl Returns {
                     if let Ok(mut seen) = me.seen.lock() {
                         seen.entry(jid).or_default().push((who, ev.data));
                     }
+                    if let Ok(mut last) = me.last.lock() {
+                        *last = Instant::now();
+                    }
                     me.changed.notify_waiters();
                 }
             }
@@ -65,26 +71,49 @@ impl Returns {
     }
 
     /// Waits until `done` says the returns of `jid` are complete, at most `limit`; takes them
-    /// out of the collector. `None` on time-out.
+    /// out of the collector. `None` on time-out. With `quiet`, a job that has some of its
+    /// returns is given up once no return of any job arrived for `quiet`: a return the master
+    /// lost then costs `quiet` rather than the rest of `limit`.
     pub async fn wait(
         &self,
         jid: &str,
         limit: Duration,
+        quiet: Option<Duration>,
         done: impl Fn(&[(String, Value)]) -> bool,
     ) -> Option<Vec<(String, Value)>> {
-        let deadline = tokio::time::Instant::now() + limit;
+        let limit_at = tokio::time::Instant::now() + limit;
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let mut started = false;
             if let Ok(mut seen) = self.seen.lock() {
                 if seen.get(jid).is_some_and(|r| done(r)) {
                     return seen.remove(jid);
                 }
+                started = seen.get(jid).is_some_and(|r| !r.is_empty());
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let deadline = match (quiet, self.last.lock()) {
+                (Some(q), Ok(last)) if started => {
+                    limit_at.min(tokio::time::Instant::from_std(*last + q))
+                }
+                _ => limit_at,
+            };
+            if tokio::time::timeout_at(deadline, notified).await.is_err()
+                && (deadline == limit_at || self.quiet_for(quiet))
+            {
                 return None;
             }
+        }
+    }
+}
+
+impl Returns {
+    /// Whether no return arrived for `quiet`.
+    fn quiet_for(&self, quiet: Option<Duration>) -> bool {
+        match (quiet, self.last.lock()) {
+            (Some(q), Ok(last)) => last.elapsed() >= q,
+            _ => false,
         }
     }
 }
