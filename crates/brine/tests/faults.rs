@@ -48,9 +48,7 @@ fn signal_master(st: &Stack, sig: &str) {
 }
 
 fn brine_fds(st: &Stack) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", st.brine_pid()))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    open_fds(st.brine_pid()).unwrap_or(0)
 }
 
 async fn stats(st: &Stack, token: &str) -> (Value, Duration) {

@@ -168,9 +168,7 @@ async fn thousand_sync_locals_and_thousand_streams_at_once() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = st.brine_pid();
     let baseline = rss_kib(pid);
-    let baseline_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let baseline_fds = open_fds(pid).unwrap_or(0);
 
     // The /stats watcher: a plain OS thread with blocking sockets (so the test's own busy
     // runtime does not delay it), timing connect, request and answer of every call, and
@@ -411,9 +409,7 @@ async fn thousand_sync_locals_and_thousand_streams_at_once() {
         "Brine RSS after the load: {after} KiB, baseline {baseline} KiB (peak {peak} KiB)"
     );
     // Counted here rather than read from `/stats`, which recounts at most once a second.
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(usize::MAX);
+    let fds = open_fds(pid).unwrap_or(usize::MAX);
     assert!(
         fds < baseline_fds + 16,
         "descriptors after the load: {fds} (baseline {baseline_fds})"

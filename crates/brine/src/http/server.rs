@@ -169,7 +169,7 @@ pub async fn serve(
                 let head_by_at = head_by.at;
                 tracker.spawn(async move {
                     let peeked = tokio::select! {
-                        p = peek_first_bytes(&stream) => p,
+                        p = peek_first_bytes(&stream, head_by_at) => p,
                         _ = quit.cancelled() => None,
                     };
                     let first = first_request(peeked.as_deref(), &sniff_app.settings.rest.routes);
@@ -330,10 +330,13 @@ enum First {
 }
 
 /// Up to 512 bytes at the start of `stream` (left in the socket for hyper), once any arrive;
-/// `None` after the header read time, on an error or when the client closed.
-async fn peek_first_bytes(stream: &tokio::net::TcpStream) -> Option<Vec<u8>> {
+/// `None` after `by` (the connection's header deadline), on an error or when the client closed.
+async fn peek_first_bytes(
+    stream: &tokio::net::TcpStream,
+    by: tokio::time::Instant,
+) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 512];
-    match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut buf)).await {
+    match tokio::time::timeout_at(by, stream.peek(&mut buf)).await {
         Ok(Ok(n)) if n > 0 => {
             buf.truncate(n);
             Some(buf)

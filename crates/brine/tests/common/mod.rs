@@ -807,6 +807,13 @@ pub async fn fire_hook(base: &str, token: &str, path: &str, body: &Value) {
     assert_eq!(r.status, 200, "hook on {base}: {}", r.text());
 }
 
+/// How many descriptors a process has open (from /proc); `None` when it cannot be read.
+pub fn open_fds(pid: u32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .ok()
+}
+
 /// Brine's resident memory in KiB (from /proc).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
