@@ -34,6 +34,9 @@ use crate::http::negotiate::to_python_json;
 pub struct StreamEvent {
     /// Sequence number (the SSE `id`).
     pub id: u64,
+    /// Bytes of frames the feed published up to and including this event (0 for events that
+    /// were not published: replay markers).
+    pub end: u64,
     /// The bus event: set for a live event, parsed back from `sse` for a kept one.
     event: OnceLock<Arc<Event>>,
     /// The SSE frame; the other encodings are slices of it.
@@ -59,6 +62,7 @@ impl StreamEvent {
         out.extend_from_slice(b"\n\n");
         StreamEvent {
             id,
+            end: 0,
             event: OnceLock::from(event),
             sse: Bytes::from(out),
             data_at: head.len(),
@@ -72,6 +76,7 @@ impl StreamEvent {
     fn kept(&self) -> StreamEvent {
         StreamEvent {
             id: self.id,
+            end: self.end,
             event: OnceLock::new(),
             sse: self.sse.clone(),
             data_at: self.data_at,
@@ -178,6 +183,8 @@ pub struct Feed {
     tx: broadcast::Sender<Arc<StreamEvent>>,
     /// The id of the newest event handed out (streams measure how far behind they are).
     last_id: AtomicU64,
+    /// Bytes of frames handed out so far (the [`StreamEvent::end`] of the newest event).
+    published_bytes: AtomicU64,
     /// Events and bytes in the ring, for `/stats` (which must not wait for the ring's lock:
     /// publishing holds it while it encodes an event and wakes every stream).
     kept_events: AtomicUsize,
@@ -193,6 +200,8 @@ struct Ring {
     max_age: Option<Duration>,
     bytes: usize,
     next_id: u64,
+    /// Bytes of frames published so far.
+    published: u64,
 }
 
 impl Ring {
@@ -231,9 +240,11 @@ impl Feed {
                 max_age: None,
                 bytes: 0,
                 next_id: first,
+                published: 0,
             }),
             tx,
             last_id: AtomicU64::new(first.saturating_sub(1)),
+            published_bytes: AtomicU64::new(0),
             kept_events: AtomicUsize::new(0),
             kept_bytes: AtomicUsize::new(0),
         }
@@ -249,8 +260,11 @@ impl Feed {
             None => event,
         };
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        let ev = Arc::new(StreamEvent::new(ring.next_id, event));
+        let mut ev = StreamEvent::new(ring.next_id, event);
         ring.next_id += 1;
+        ring.published += ev.sse().len() as u64;
+        ev.end = ring.published;
+        let ev = Arc::new(ev);
         let now = Instant::now();
         if ring.capacity > 0 && ev.weight() <= ring.max_bytes {
             ring.bytes += ev.weight();
@@ -265,6 +279,7 @@ impl Feed {
         ring.expire(now);
         self.count(&ring);
         self.last_id.store(ev.id, Ordering::Relaxed);
+        self.published_bytes.store(ev.end, Ordering::Relaxed);
         // No receivers is fine.
         let _ = self.tx.send(ev);
     }
@@ -272,6 +287,11 @@ impl Feed {
     /// The id of the newest event.
     pub fn last_id(&self) -> u64 {
         self.last_id.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of frames published so far.
+    pub fn published_bytes(&self) -> u64 {
+        self.published_bytes.load(Ordering::Relaxed)
     }
 
     /// A receiver of every event from now on.

@@ -90,6 +90,9 @@ pub struct BrineSettings {
     pub event_ring_seconds: Duration,
     /// Events a stream may fall behind the bus before Brine disconnects it.
     pub stream_buffer: usize,
+    /// Bytes of events a stream may fall behind the bus before Brine disconnects it (what a
+    /// stream far behind keeps alive: events stay in memory until every stream has taken them).
+    pub stream_buffer_bytes: usize,
     /// Accept `/events?token=` (and `salt_token=`) as Salt releases before 3008.3 did (D5).
     pub events_query_token: bool,
     /// Replace `X-Auth-Token` and `Cookie` in hook events with `<redacted>` (D4).
@@ -191,6 +194,8 @@ impl Settings {
                 event_ring_bytes: b.integer("event_ring_bytes", 16 << 20, 0, 1 << 40)? as usize,
                 event_ring_seconds: b.seconds("event_ring_seconds", 300.0)?,
                 stream_buffer: b.integer("stream_buffer", 4096, 16, 1_000_000)? as usize,
+                stream_buffer_bytes: b.integer("stream_buffer_bytes", 64 << 20, 1 << 20, 1 << 40)?
+                    as usize,
                 events_query_token: b.boolean("events_query_token", false)?,
                 hook_redact_auth_headers: b.boolean("hook_redact_auth_headers", true)?,
                 metrics_disable_auth: b.boolean("metrics_disable_auth", false)?,
@@ -211,6 +216,7 @@ impl Settings {
                 event_ring_bytes: 16 << 20,
                 event_ring_seconds: Duration::from_secs(300),
                 stream_buffer: 4096,
+                stream_buffer_bytes: 64 << 20,
                 events_query_token: false,
                 hook_redact_auth_headers: true,
                 metrics_disable_auth: false,

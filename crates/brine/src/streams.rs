@@ -11,15 +11,18 @@
 //! (SIGTERM: the stream's body ends cleanly, a WebSocket gets 1001), or when the client
 //! cannot keep up. A connection that stops reading stops polling its stream, so a small
 //! watchdog task per stream (one wakeup a second) looks at how far it is behind the feed: a
-//! stream that owes events and has delivered none for [`STALL`], or that is as far behind as
-//! the feed buffers (`brine: {stream_buffer}`), is disconnected through the connection's kill
-//! switch, with a log line and a counter, so it cannot hold memory or slow anyone else. The
-//! watchdog also ends streams whose end (expiry, revocation, stop) their stalled connection
-//! would never see. The bus reader never waits on a stream.
+//! stream that owes events while its connection has held the same batch for [`STALL`] (the
+//! socket does not take it: the client is not reading), or that is as far behind as the feed
+//! buffers (`brine: {stream_buffer}` events, `{stream_buffer_bytes}` bytes: events a stream
+//! has not taken stay in memory), is disconnected through the connection's kill switch,
+//! with a log line and a counter, so it cannot hold memory or slow anyone else. Time a stream
+//! spends waiting for Brine itself (its task queued behind others on a busy machine) never
+//! counts against its client. The watchdog also ends streams whose end (expiry, revocation,
+//! stop) their stalled connection would never see. The bus reader never waits on a stream.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,8 +37,12 @@ use crate::feed::{Resume, StreamEvent};
 
 /// Interval of keep-alive frames on an idle stream.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
-/// How long a stream may owe events without delivering any before it counts as stalled.
-pub const STALL: Duration = Duration::from_secs(5);
+/// How long a connection may hold one batch (its socket not taking it) while the stream owes
+/// more events before it counts as stalled. Generous: on a machine busier than it can serve,
+/// a stream may wait seconds for Brine itself to run it (seen: 13 s for a debug build, 1 000
+/// streams and 1 000 jobs on 2 CPUs), and memory does not depend on it (the byte and event
+/// bounds do that).
+pub const STALL: Duration = Duration::from_secs(30);
 /// How often a stream checks its token and the watchdog checks the stream.
 const CHECK: Duration = Duration::from_secs(1);
 /// Events taken from the feed at once, while their frames stay under this many bytes (the
@@ -131,8 +138,8 @@ struct Reader<R: Render> {
     rx: broadcast::Receiver<Arc<StreamEvent>>,
     /// Frames rendered and not yet handed out (the preamble, a replay, an event's few frames).
     pending: VecDeque<R::Frame>,
-    /// The id of the last event taken from the feed (the watchdog reads it).
-    delivered: Arc<AtomicU64>,
+    /// How far the stream got (the watchdog reads it).
+    progress: Arc<Progress>,
     expires: Instant,
     check: Pin<Box<Sleep>>,
     last_frame: Instant,
@@ -147,12 +154,17 @@ struct Reader<R: Render> {
 
 impl<R: Render> Reader<R> {
     fn take(&mut self, ev: &StreamEvent) {
-        self.delivered.store(ev.id, Ordering::Relaxed);
+        self.progress.taken.store(ev.id, Ordering::Relaxed);
+        if ev.end > 0 {
+            self.progress.taken_bytes.store(ev.end, Ordering::Relaxed);
+        }
         self.render.event(ev, &mut self.pending);
     }
 
     /// The next batch of frames, or `None` when the stream has ended.
     async fn next_batch(&mut self) -> Option<Vec<R::Frame>> {
+        // The connection is asking again: the last batch is written (or being written).
+        self.progress.out.store(false, Ordering::Relaxed);
         while self.pending.is_empty() && !self.ended {
             tokio::select! {
                 biased;
@@ -219,7 +231,50 @@ impl<R: Render> Reader<R> {
         if drained {
             self.hold = Some(now + COALESCE);
         }
+        self.progress.out.store(true, Ordering::Relaxed);
+        self.progress.batches.fetch_add(1, Ordering::Relaxed);
         Some(self.pending.drain(..).collect())
+    }
+}
+
+/// What a stream's reader shares with its watchdog.
+struct Progress {
+    /// The id of the last event taken from the feed.
+    taken: AtomicU64,
+    /// The feed's byte count at that event.
+    taken_bytes: AtomicU64,
+    /// Batches handed to the connection so far.
+    batches: AtomicU64,
+    /// A batch is with the connection, which has not asked for the next one yet (it is
+    /// writing it, or its socket does not take it).
+    out: AtomicBool,
+}
+
+/// The watchdog's stall test: has the connection held the same batch for [`STALL`] while
+/// more is owed? A stream that is not holding a batch is waiting for events or for Brine to
+/// run it, neither of which is its client's doing.
+struct Stall {
+    /// The batch count when the connection was last seen making progress, and when.
+    batch: u64,
+    since: Instant,
+}
+
+impl Stall {
+    fn new(now: Instant) -> Stall {
+        Stall {
+            batch: u64::MAX,
+            since: now,
+        }
+    }
+
+    /// One look: `out` (a batch is with the connection), `batch` (batches handed out so far),
+    /// `behind` (events owed). True once the stream counts as stalled.
+    fn look(&mut self, out: bool, batch: u64, behind: u64, now: Instant) -> bool {
+        if !out || behind == 0 || batch != self.batch {
+            (self.batch, self.since) = (batch, now);
+            return false;
+        }
+        now.duration_since(self.since) >= STALL
     }
 }
 
@@ -227,14 +282,15 @@ impl<R: Render> Reader<R> {
 async fn watchdog(
     app: Arc<App>,
     owner: Arc<Owner>,
-    delivered: Arc<AtomicU64>,
+    progress: Arc<Progress>,
     expires: Instant,
     gone: CancellationToken,
 ) {
     let limit = app.settings.brine.stream_buffer as u64;
+    let limit_bytes = app.settings.brine.stream_buffer_bytes as u64;
     let mut tick = tokio::time::interval(CHECK);
     tick.reset();
-    let (mut seen, mut since) = (delivered.load(Ordering::Relaxed), Instant::now());
+    let mut stall = Stall::new(Instant::now());
     let mut should_have_ended: Option<Instant> = None;
     loop {
         tokio::select! {
@@ -242,20 +298,31 @@ async fn watchdog(
             _ = tick.tick() => {}
         }
         let now = Instant::now();
-        let at = delivered.load(Ordering::Relaxed);
-        let behind = app.hub.feed().last_id().saturating_sub(at);
-        if at != seen || behind == 0 {
-            (seen, since) = (at, now);
-        }
-        if behind >= limit {
-            drop_slow(&app, &owner, &format!("{behind} events behind the bus"));
-            return;
-        }
-        if now.duration_since(since) >= STALL {
+        let feed = app.hub.feed();
+        let behind = feed
+            .last_id()
+            .saturating_sub(progress.taken.load(Ordering::Relaxed));
+        let behind_bytes = feed
+            .published_bytes()
+            .saturating_sub(progress.taken_bytes.load(Ordering::Relaxed));
+        if behind >= limit || behind_bytes >= limit_bytes {
             drop_slow(
                 &app,
                 &owner,
-                &format!("{behind} events owed, none taken for {} s", STALL.as_secs()),
+                &format!("{behind} events, {behind_bytes} bytes behind the bus"),
+            );
+            return;
+        }
+        let out = progress.out.load(Ordering::Relaxed);
+        let batch = progress.batches.load(Ordering::Relaxed);
+        if stall.look(out, batch, behind, now) {
+            drop_slow(
+                &app,
+                &owner,
+                &format!(
+                    "{behind} events owed, its socket took nothing for {} s",
+                    STALL.as_secs()
+                ),
             );
             return;
         }
@@ -295,6 +362,7 @@ where
         pending.push_back(first);
     }
     let mut last = app.hub.feed().last_id();
+    let mut last_bytes = app.hub.feed().published_bytes();
     if let Some((seen, oldest)) = lost {
         // Numbered just before the oldest kept event, so a reconnect with this id replays
         // everything that is still available.
@@ -306,17 +374,23 @@ where
     }
     for ev in replay {
         last = last.max(ev.id);
+        last_bytes = last_bytes.max(ev.end);
         render.event(&ev, &mut pending);
     }
     let owner = Arc::new(owner);
-    let delivered = Arc::new(AtomicU64::new(last));
+    let progress = Arc::new(Progress {
+        taken: AtomicU64::new(last),
+        taken_bytes: AtomicU64::new(last_bytes),
+        batches: AtomicU64::new(0),
+        out: AtomicBool::new(false),
+    });
     let gone = CancellationToken::new();
     let now = Instant::now();
     let expires = now + until_expiry(owner.expire);
     tokio::spawn(watchdog(
         app.clone(),
         owner.clone(),
-        delivered.clone(),
+        progress.clone(),
         expires,
         gone.clone(),
     ));
@@ -332,7 +406,7 @@ where
         render,
         rx,
         pending,
-        delivered,
+        progress,
         ended: false,
         _watchdog: gone.drop_guard(),
     };
@@ -363,5 +437,49 @@ impl Render for Sse {
 
     fn size(frame: &Bytes) -> usize {
         frame.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(start: Instant, secs: u64) -> Instant {
+        start + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn a_stream_waiting_for_brine_is_never_stalled() {
+        // Owing events but not holding a batch: the stream's task waits to be run (a busy
+        // machine), which is not its client's doing, however long it takes.
+        let t = Instant::now();
+        let mut s = Stall::new(t);
+        for sec in 0..10 * STALL.as_secs() {
+            assert!(!s.look(false, 7, 900, at(t, sec)), "stalled at {sec} s");
+        }
+    }
+
+    #[test]
+    fn a_connection_holding_one_batch_while_more_is_owed_is_stalled_after_stall() {
+        let t = Instant::now();
+        let mut s = Stall::new(t);
+        assert!(!s.look(true, 3, 10, t));
+        assert!(!s.look(true, 3, 10, at(t, STALL.as_secs() - 1)));
+        assert!(s.look(true, 3, 10, at(t, STALL.as_secs())));
+    }
+
+    #[test]
+    fn progress_or_nothing_owed_restarts_the_clock() {
+        let t = Instant::now();
+        let stall = STALL.as_secs();
+        let mut s = Stall::new(t);
+        assert!(!s.look(true, 3, 10, t));
+        // A new batch went out just before the limit: the socket takes data, slowly.
+        assert!(!s.look(true, 4, 10, at(t, stall - 1)));
+        assert!(!s.look(true, 4, 10, at(t, 2 * stall - 2)));
+        // Nothing owed: a full socket on a quiet bus holds nothing of Brine's.
+        assert!(!s.look(true, 4, 0, at(t, 2 * stall - 1)));
+        assert!(!s.look(true, 4, 10, at(t, 3 * stall - 2)));
+        assert!(s.look(true, 4, 10, at(t, 3 * stall - 1)));
     }
 }
