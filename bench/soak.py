@@ -5,7 +5,8 @@ private stack (scripts/saltstack.py: salt-master and minions, no Python salt-api
 front, holds --idle-streams /events streams open the whole time, and cycles through checked
 load runs of brine-bench (login, runner, wheel, local, 50 local_async jobs, an SSE fan-out) until
 --minutes have passed. Every --sample seconds it records Brine's RSS, open descriptors and the
-/stats figures (streams open, job waiters, master requests in flight) in a CSV file.
+/stats figures (streams open, job waiters, master requests in flight, the allocator's heap
+allocated and resident bytes) in a CSV file.
 
 At the end it prints a summary and exits non-zero if a load run had a request Brine got wrong
 (requests the master failed itself, with its own exception text, are counted apart), an idle
@@ -36,6 +37,11 @@ def fds(pid):
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
+
+
+def kib(v):
+    """Bytes from /stats as KiB (None when missing or unknown, -1)."""
+    return v // 1024 if isinstance(v, int) and v >= 0 else None
 
 
 def stats(base, token):
@@ -129,13 +135,14 @@ def main():
         with open(out, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["seconds", "rss_kib", "fds", "streams_open", "job_waiters", "master_in_flight",
-                        "requests_total"])
+                        "requests_total", "heap_allocated_kib", "heap_resident_kib"])
             while not stop.is_set():
                 s = stats(base, token)
                 rss = bench.rss_mib(pid)
                 row = [round(time.monotonic() - t0, 1), int(rss * 1024) if rss else None, fds(pid),
                        s.get("Streams Open"), s.get("Job Waiters"), s.get("Master Requests In Flight"),
-                       s.get("Total Requests")]
+                       s.get("Total Requests"), kib(s.get("Heap Allocated Bytes")),
+                       kib(s.get("Heap Resident Bytes"))]
                 w.writerow(row)
                 f.flush()
                 samples.append(row)
@@ -195,6 +202,11 @@ def main():
         rss_max = max((r[1] or 0) for r in samples)
         print(f"RSS: second fifth {rss_early / 1024:.1f} MiB, last fifth {rss_late / 1024:.1f} MiB, "
               f"max {rss_max / 1024:.1f} MiB")
+        # What Brine has allocated versus what the allocator holds: RSS rising with a flat
+        # `allocated` is pages kept by jemalloc, not live memory.
+        print(f"heap allocated: second fifth {avg(early, 7) / 1024:.1f} MiB, last fifth "
+              f"{avg(late, 7) / 1024:.1f} MiB; allocator resident: second fifth "
+              f"{avg(early, 8) / 1024:.1f} MiB, last fifth {avg(late, 8) / 1024:.1f} MiB")
         print(f"descriptors: second fifth {fd_early:.0f}, last fifth {fd_late:.0f}")
         if rss_late > rss_early * 1.2 + 8 * 1024:
             print("RSS kept growing")

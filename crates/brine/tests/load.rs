@@ -396,6 +396,15 @@ async fn thousand_sync_locals_and_thousand_streams_at_once() {
         sorted.last().copied().unwrap_or_default(),
         handled.len()
     );
+    // The allocator's figures: in use, and held (what RSS follows).
+    let (allocated, resident) = (
+        drained["Heap Allocated Bytes"].as_i64().unwrap_or(-1),
+        drained["Heap Resident Bytes"].as_i64().unwrap_or(-1),
+    );
+    assert!(
+        allocated > 0 && resident >= allocated,
+        "heap figures in /stats: {drained}"
+    );
     assert!(samples >= 10, "only {samples} /stats samples");
     assert!(
         handled.len() >= samples,
