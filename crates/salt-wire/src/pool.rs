@@ -12,6 +12,14 @@
 //! * A request that failed before anything reached the master is retried once on a fresh
 //!   connection; one that may have reached it is retried only when the caller says the command
 //!   is idempotent (`get_token`, `mk_token`), never for `publish`.
+//! * A request whose reply is slow is not simply waited out: every `connect_timeout` the pool
+//!   checks that the master still completes the greeting on a new connection (done by
+//!   libzmq's I/O thread, so a master busy running a long `wheel` function passes). A frozen
+//!   master (SIGSTOP, swapped out, hung) fails the check, and the request fails as unavailable
+//!   then, not after its whole deadline (a sync `wheel` may wait `rest_timeout`, 300 s). The
+//!   checks are bounded by the pool: at most one per request on the wire per
+//!   `connect_timeout`. Salt's `tcp` transport has no greeting, so there the check only
+//!   notices a master that refuses connections.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -47,6 +55,14 @@ pub struct MasterPool {
     waiting: AtomicUsize,
     generation: AtomicU64,
     idle: Mutex<Vec<(u64, Connection)>>,
+}
+
+/// How waiting for a reply ended.
+enum Waited {
+    Reply(Result<rmpv::Value, WireError>),
+    Timeout,
+    /// No reply, and the master did not answer a new connection either.
+    Gone(String),
 }
 
 /// Decrements the waiting counter when a queued caller stops waiting, however it stops.
@@ -116,12 +132,19 @@ impl MasterPool {
         loop {
             attempt += 1;
             let (generation, conn) = self.checkout(deadline).await?;
-            match tokio::time::timeout_at(deadline, conn.request(&envelope)).await {
-                Ok(Ok(reply)) => {
+            match self.wait_checking(&conn, &envelope, deadline).await {
+                Waited::Gone(why) => {
+                    // Out of lockstep and to a master that does not answer: drop it and
+                    // everything idle of its generation.
+                    drop(conn);
+                    self.invalidate(generation);
+                    return Err(WireError::Unavailable(why));
+                }
+                Waited::Reply(Ok(reply)) => {
                     self.checkin(generation, conn);
                     return Ok(crate::value::mp_to_json(&reply));
                 }
-                Ok(Err(err)) => {
+                Waited::Reply(Err(err)) => {
                     self.invalidate(generation);
                     let retry = attempt == 1
                         && (matches!(err, WireError::SendFailed(_))
@@ -136,11 +159,62 @@ impl MasterPool {
                         });
                     }
                 }
-                Err(_) => {
+                Waited::Timeout => {
                     // The socket is out of lockstep now; drop it (it is not reused).
                     drop(conn);
                     return Err(WireError::Timeout);
                 }
+            }
+        }
+    }
+
+    /// Sends `envelope` on `conn` and waits for the reply until `deadline`, checking every
+    /// `connect_timeout` that the master still greets a new connection (see the module
+    /// notes).
+    async fn wait_checking(
+        &self,
+        conn: &Connection,
+        envelope: &[u8],
+        deadline: tokio::time::Instant,
+    ) -> Waited {
+        let every = self.cfg.connect_timeout.max(Duration::from_millis(100));
+        let reply = conn.request(envelope);
+        tokio::pin!(reply);
+        loop {
+            let check_at = tokio::time::Instant::now() + every;
+            if check_at >= deadline {
+                return match tokio::time::timeout_at(deadline, &mut reply).await {
+                    Ok(r) => Waited::Reply(r),
+                    Err(_) => Waited::Timeout,
+                };
+            }
+            tokio::select! {
+                r = &mut reply => return Waited::Reply(r),
+                _ = tokio::time::sleep_until(check_at) => {}
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let generation = self.generation.load(Ordering::SeqCst);
+            let probe = Connection::open(
+                self.cfg.transport,
+                &self.cfg.host,
+                self.cfg.port,
+                every.min(left),
+            );
+            tokio::select! {
+                r = &mut reply => return Waited::Reply(r),
+                checked = probe => match checked {
+                    // The master is there (busy): keep the new connection if there is room.
+                    Ok(fresh) => self.checkin(generation, fresh),
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "no reply from the master and it does not answer a new connection"
+                        );
+                        return Waited::Gone(format!(
+                            "the master stopped answering ({e})"
+                        ));
+                    }
+                },
             }
         }
     }
@@ -168,7 +242,9 @@ impl MasterPool {
     fn checkin(&self, generation: u64, conn: Connection) {
         if generation == self.generation.load(Ordering::SeqCst) && conn.is_alive() {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.push((generation, conn));
+            if idle.len() < self.cfg.size.max(1) {
+                idle.push((generation, conn));
+            }
         }
     }
 
@@ -252,6 +328,73 @@ mod tests {
         assert!(matches!(second.await, Ok(Err(WireError::Timeout))));
         assert_eq!(pool.queued(), 0);
         assert_eq!(pool.in_flight(), 0);
+    }
+
+    /// A ZMTP master that never replies. `frozen`: it greets its first connection only (as
+    /// under SIGSTOP: later connections are accepted by the kernel but never greeted);
+    /// otherwise it greets every connection (a master whose workers are all busy).
+    async fn unanswering_zmtp_master(frozen: bool) -> u16 {
+        use crate::zmtp;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = match TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            let mut first = true;
+            while let Ok((mut s, _)) = listener.accept().await {
+                if first || !frozen {
+                    let mut g = [0u8; 64];
+                    let _ = s.read_exact(&mut g).await;
+                    let _ = s.write_all(&zmtp::greeting()).await;
+                    let mut ready = bytes::BytesMut::new();
+                    zmtp::put_command(&mut ready, "READY", b"");
+                    let _ = s.write_all(&ready).await;
+                }
+                first = false;
+                held.push(s);
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_master_that_freezes_under_a_request_is_unavailable_after_one_check() {
+        let port = unanswering_zmtp_master(true).await;
+        let mut c = cfg(port, 2, 10);
+        c.transport = Transport::Zeromq;
+        c.connect_timeout = Duration::from_millis(300);
+        let pool = MasterPool::new(c);
+        let started = std::time::Instant::now();
+        // A deadline like a sync wheel's (`rest_timeout`): far longer than the test may take.
+        let r = pool.request(&load(), Duration::from_secs(300), false).await;
+        let took = started.elapsed();
+        assert!(matches!(r, Err(WireError::Unavailable(_))), "{r:?}");
+        // One wait of `connect_timeout`, then a check that times out after another.
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        assert_eq!(pool.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_busy_master_that_still_greets_is_waited_for_until_the_deadline() {
+        let port = unanswering_zmtp_master(false).await;
+        let mut c = cfg(port, 2, 10);
+        c.transport = Transport::Zeromq;
+        c.connect_timeout = Duration::from_millis(200);
+        let pool = MasterPool::new(c);
+        let started = std::time::Instant::now();
+        let r = pool
+            .request(&load(), Duration::from_millis(1500), false)
+            .await;
+        let took = started.elapsed();
+        // Checked several times, passed each time: the request waits out its deadline.
+        assert!(matches!(r, Err(WireError::Timeout)), "{r:?}");
+        assert!(took >= Duration::from_millis(1400), "took {took:?}");
+        // The checks' connections are kept (up to the pool's size), not piled up.
+        let idle = pool.idle.lock().map(|i| i.len()).unwrap_or(usize::MAX);
+        assert!(idle <= 2, "{idle} idle connections");
     }
 
     #[tokio::test]
