@@ -200,8 +200,6 @@ struct Ring {
     max_age: Option<Duration>,
     bytes: usize,
     next_id: u64,
-    /// Bytes of frames published so far.
-    published: u64,
 }
 
 impl Ring {
@@ -240,7 +238,6 @@ impl Feed {
                 max_age: None,
                 bytes: 0,
                 next_id: first,
-                published: 0,
             }),
             tx,
             last_id: AtomicU64::new(first.saturating_sub(1)),
@@ -262,8 +259,8 @@ impl Feed {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let mut ev = StreamEvent::new(ring.next_id, event);
         ring.next_id += 1;
-        ring.published += ev.sse().len() as u64;
-        ev.end = ring.published;
+        // Publishing holds the ring's lock, so this read and the store below do not race.
+        ev.end = self.published_bytes.load(Ordering::Relaxed) + ev.sse().len() as u64;
         let ev = Arc::new(ev);
         let now = Instant::now();
         if ring.capacity > 0 && ev.weight() <= ring.max_bytes {

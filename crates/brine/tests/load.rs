@@ -39,12 +39,21 @@ const HEAP_MARGIN_KIB: i64 = 4 * 1024;
 /// Salt 3006: 8.6 MiB over, with the live heap back to 4.7 MiB.
 const RSS_MARGIN_KIB: u64 = 16 * 1024;
 
-/// Brine's heap from `/stats` (jemalloc's allocated and resident bytes), in KiB.
+/// Brine's heap from `/stats` (jemalloc's allocated and resident bytes), in KiB; both must
+/// be there and make sense (something allocated, no more than the allocator holds).
 async fn heap_kib(base: &str, token: &str) -> (i64, i64) {
     let r = send(base, &Req::get("/stats").header("X-Auth-Token", token)).await;
     let s = &r.json()["Brine"];
-    let kib = |k: &str| s[k].as_i64().unwrap_or(i64::MAX / 2) / 1024;
-    (kib("Heap Allocated Bytes"), kib("Heap Resident Bytes"))
+    let bytes = |k: &str| {
+        s[k].as_i64()
+            .unwrap_or_else(|| panic!("no {k} in /stats: {s}"))
+    };
+    let (allocated, resident) = (bytes("Heap Allocated Bytes"), bytes("Heap Resident Bytes"));
+    assert!(
+        allocated > 0 && resident >= allocated,
+        "heap figures in /stats: {s}"
+    );
+    (allocated / 1024, resident / 1024)
 }
 
 /// What one stream carried.
@@ -417,15 +426,6 @@ async fn thousand_sync_locals_and_thousand_streams_at_once() {
         pct(99),
         sorted.last().copied().unwrap_or_default(),
         handled.len()
-    );
-    // The allocator's figures: in use, and held (what RSS follows).
-    let (allocated, resident) = (
-        drained["Heap Allocated Bytes"].as_i64().unwrap_or(-1),
-        drained["Heap Resident Bytes"].as_i64().unwrap_or(-1),
-    );
-    assert!(
-        allocated > 0 && resident >= allocated,
-        "heap figures in /stats: {drained}"
     );
     assert!(samples >= 10, "only {samples} /stats samples");
     assert!(

@@ -360,13 +360,18 @@ mod tests {
         port
     }
 
-    #[tokio::test]
-    async fn a_master_that_freezes_under_a_request_is_unavailable_after_one_check() {
-        let port = unanswering_zmtp_master(true).await;
+    /// A pool of size 2 in front of [`unanswering_zmtp_master`].
+    async fn pool_on_unanswering_master(frozen: bool, connect_timeout: Duration) -> MasterPool {
+        let port = unanswering_zmtp_master(frozen).await;
         let mut c = cfg(port, 2, 10);
         c.transport = Transport::Zeromq;
-        c.connect_timeout = Duration::from_millis(300);
-        let pool = MasterPool::new(c);
+        c.connect_timeout = connect_timeout;
+        MasterPool::new(c)
+    }
+
+    #[tokio::test]
+    async fn a_master_that_freezes_under_a_request_is_unavailable_after_one_check() {
+        let pool = pool_on_unanswering_master(true, Duration::from_millis(300)).await;
         let started = std::time::Instant::now();
         // A deadline like a sync wheel's (`rest_timeout`): far longer than the test may take.
         let r = pool.request(&load(), Duration::from_secs(300), false).await;
@@ -379,11 +384,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_busy_master_that_still_greets_is_waited_for_until_the_deadline() {
-        let port = unanswering_zmtp_master(false).await;
-        let mut c = cfg(port, 2, 10);
-        c.transport = Transport::Zeromq;
-        c.connect_timeout = Duration::from_millis(200);
-        let pool = MasterPool::new(c);
+        let pool = pool_on_unanswering_master(false, Duration::from_millis(200)).await;
         let started = std::time::Instant::now();
         let r = pool
             .request(&load(), Duration::from_millis(1500), false)
