@@ -455,18 +455,7 @@ pub async fn send(base: &str, req: &Req) -> Resp {
 
 /// Logs in on a server and returns the token.
 pub async fn login(base: &str, creds: &Value) -> String {
-    let mut r = send(base, &Req::post_json("/login", creds)).await;
-    // Salt 3006's rest_cherrypy answers concurrent logins with a 500 now and then (its
-    // session tool: "'_Serving' object has no attribute 'session'"); retry the reference,
-    // never Brine.
-    let is_reference = STACK.get().is_some_and(|st| st.cherry == base);
-    for _ in 0..3 {
-        if !(is_reference && r.status == 500) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        r = send(base, &Req::post_json("/login", creds)).await;
-    }
+    let r = send_retrying_reference(base, &Req::post_json("/login", creds)).await;
     assert_eq!(r.status, 200, "login on {base}: {}", r.text());
     r.json()["return"][0]["token"]
         .as_str()
@@ -474,9 +463,28 @@ pub async fn login(base: &str, creds: &Value) -> String {
         .to_owned()
 }
 
+/// Sends `req`; a 500 from the reference (not from Brine) is retried up to three times.
+/// Salt 3006's rest_cherrypy answers concurrent logins and tokens with a 500 now and then:
+/// its session tool ("'_Serving' object has no attribute 'session'") on `/login`, and on
+/// `/token`, which runs the `auth.mk_token` runner inside the salt-api process, while other
+/// tests' calls run (seen in `scripts/test-matrix` runs on 3006.29, never on 3007 or 3008).
+async fn send_retrying_reference(base: &str, req: &Req) -> Resp {
+    let mut r = send(base, req).await;
+    let is_reference = STACK.get().is_some_and(|st| st.cherry == base);
+    for _ in 0..3 {
+        if !(is_reference && r.status == 500) {
+            break;
+        }
+        eprintln!("the reference answered 500 ({}); trying again", r.text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        r = send(base, req).await;
+    }
+    r
+}
+
 /// A raw Salt eauth token from `POST /token`.
 pub async fn salt_token(base: &str, creds: &Value) -> String {
-    let r = send(base, &Req::post_json("/token", creds)).await;
+    let r = send_retrying_reference(base, &Req::post_json("/token", creds)).await;
     assert_eq!(r.status, 200, "token on {base}: {}", r.text());
     r.json()[0]["token"]
         .as_str()
