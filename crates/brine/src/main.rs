@@ -150,9 +150,10 @@ fn new_runtime(name: &str, nicer: i32) -> std::io::Result<tokio::runtime::Runtim
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.thread_name(name).enable_all();
     if nicer != 0 {
+        let name = name.to_owned();
         builder.on_thread_start(move || {
             if let Err(e) = lower_priority(nicer) {
-                tracing::warn!("cannot lower a streams thread's priority: {e}");
+                tracing::warn!("cannot lower the priority of a {name} thread: {e}");
             }
         });
     }

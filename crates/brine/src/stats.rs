@@ -131,8 +131,8 @@ fn count_open_fds() -> i64 {
 /// caller's thread: with 3 000 descriptors open, listing `/proc/self/fd` took 30–60 ms, which
 /// a request thread (and the `/stats` caller) would otherwise wait for. A caller gets the last
 /// count at once; when it is due, one caller (chosen by a CAS) has it recounted on the
-/// runtime's blocking pool. Only the very first count is taken inline (there is nothing to
-/// answer before it).
+/// runtime's blocking pool. The very first count is taken inline (there is nothing to answer
+/// before it), and so is every count made outside a runtime (unit tests).
 struct FdCount {
     value: std::sync::Arc<AtomicI64>,
     /// Milliseconds since [`Stats::started`] of the last count, `u64::MAX` before the first.
