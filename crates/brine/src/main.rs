@@ -189,7 +189,7 @@ async fn run(
         }
     };
     let addr = SocketAddr::new(settings.rest.host, settings.rest.port);
-    let listener = match http::server::bind(addr).await {
+    let listener = match http::server::bind(addr, settings.rest.listen_backlog) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("cannot listen on {addr}: {e}");

@@ -31,6 +31,10 @@ pub struct RestSettings {
     pub ssl_chain: Option<PathBuf>,
     /// `max_request_body_size` when set; otherwise 100 MiB (what rest_cherrypy really allows).
     pub max_body: usize,
+    /// The listen backlog: `socket_queue_size` (the name rest_cherrypy documents), else
+    /// `queue_size` (the key its code reads), else [`DEFAULT_LISTEN_BACKLOG`]. The kernel caps
+    /// it at `net.core.somaxconn`.
+    pub listen_backlog: u32,
     /// The URL map: `root_prefix` (default `/`), `enable_sessions` (default true: `false`
     /// removes `/login`, `/logout`, `/minions`, `/jobs`), `webhook_url` (default `/hook`).
     pub routes: RouteConfig,
@@ -127,19 +131,17 @@ pub struct Settings {
     pub utc_jid: bool,
 }
 
+/// The listen backlog when neither `socket_queue_size` nor `queue_size` is set: room for a
+/// burst of a thousand connections (event streams opened at once, a dashboard reconnecting)
+/// while the accept loop catches up. Rust's standard listeners use 128, and a connection
+/// the full queue refuses waits a second for the client's SYN retransmission.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+
 /// Keys of `rest_cherrypy:` that are accepted and have no effect in Brine (with why).
 pub const IGNORED_REST_KEYS: &[(&str, &str)] = &[
     (
         "thread_pool",
         "Brine is asynchronous; concurrency is bounded by brine.pool_size",
-    ),
-    (
-        "socket_queue_size",
-        "the listen backlog is the operating system default",
-    ),
-    (
-        "queue_size",
-        "the listen backlog is the operating system default",
     ),
     ("expire_responses", "a no-op in CherryPy 12+ as well"),
 ];
@@ -289,6 +291,13 @@ fn read_rest(
         None => 100 * 1024 * 1024,
         Some(_) => r.integer("max_request_body_size", 0, 1, 1 << 40)? as usize,
     };
+    let listen_backlog = match ["socket_queue_size", "queue_size"]
+        .into_iter()
+        .find(|k| r.raw(k).is_some())
+    {
+        Some(k) => r.integer(k, 0, 1, 65535)? as u32,
+        None => DEFAULT_LISTEN_BACKLOG,
+    };
     let mut root_prefix = r.string("root_prefix")?.unwrap_or_else(|| "/".into());
     if !root_prefix.starts_with('/') {
         root_prefix.insert(0, '/');
@@ -327,6 +336,7 @@ fn read_rest(
         ssl_key,
         ssl_chain: path("ssl_chain")?,
         max_body,
+        listen_backlog,
         routes: RouteConfig {
             root_prefix,
             enable_sessions: r.boolean("enable_sessions", true)?,
@@ -407,6 +417,31 @@ mod tests {
         assert_eq!(s.rest.routes.root_prefix, "/api");
         assert_eq!(s.rest.max_body, 100 * 1024 * 1024);
         assert_eq!(s.brine.pool_size, 4);
+        assert_eq!(s.rest.listen_backlog, DEFAULT_LISTEN_BACKLOG);
+    }
+
+    #[test]
+    fn the_listen_backlog_is_socket_queue_size_else_queue_size() {
+        let backlog = |extra: serde_json::Value| {
+            let mut rest = json!({"port": 8000, "disable_ssl": true});
+            if let (Some(r), Some(e)) = (rest.as_object_mut(), extra.as_object()) {
+                r.extend(e.clone());
+            }
+            Settings::from_config(
+                &cfg(json!({ "rest_cherrypy": rest })),
+                &Overrides::default(),
+            )
+            .map(|s| s.rest.listen_backlog)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(backlog(json!({"queue_size": 30})), Ok(30));
+        assert_eq!(backlog(json!({"socket_queue_size": 4096})), Ok(4096));
+        assert_eq!(
+            backlog(json!({"socket_queue_size": 2048, "queue_size": 30})),
+            Ok(2048)
+        );
+        let e = backlog(json!({"queue_size": 0})).err().unwrap_or_default();
+        assert!(e.contains("rest_cherrypy.queue_size"), "{e}");
     }
 
     #[test]

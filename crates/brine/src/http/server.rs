@@ -368,9 +368,16 @@ fn first_request(head: Option<&[u8]>, routes: &RouteConfig) -> First {
     }
 }
 
-/// Binds the listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// Binds the listener with room for `backlog` connections the accept loop has not taken yet
+/// (`TcpListener::bind` would leave 128).
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 #[cfg(test)]
@@ -380,6 +387,34 @@ mod tests {
 
     fn routes(prefix: &str) -> RouteConfig {
         cfg(prefix, true)
+    }
+
+    /// Connections the listener completes while nobody accepts: as many as its backlog
+    /// (Linux keeps one more), and no more: a full queue drops the SYN.
+    async fn completed_without_accept(backlog: u32, tries: usize) -> usize {
+        let listener = match bind(
+            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            backlog,
+        ) {
+            Ok(l) => l,
+            Err(e) => panic!("bind: {e}"),
+        };
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let mut held = Vec::new();
+        for _ in 0..tries {
+            let c = tokio::net::TcpStream::connect(addr);
+            match tokio::time::timeout(std::time::Duration::from_millis(300), c).await {
+                Ok(Ok(s)) => held.push(s),
+                _ => break,
+            }
+        }
+        held.len()
+    }
+
+    #[tokio::test]
+    async fn the_listener_queues_as_many_connections_as_its_backlog() {
+        assert_eq!(completed_without_accept(2, 10).await, 3);
+        assert_eq!(completed_without_accept(300, 300).await, 300);
     }
 
     #[test]
