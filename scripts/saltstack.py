@@ -421,7 +421,11 @@ def clear_responsibility(*dirs):
                         os.unlink(os.path.join(d, fn))
 
 
-def spawn(paths, name, argv, env):
+def spawn(paths, name, argv, env, nice=0):
+    """Starts argv in its own session (so its own autogroup) with output to the stack's log.
+    nice > 0 runs it, and everything it forks, that much nicer: as a process (inherited by
+    its children) and as an autogroup (the kernel weighs sessions against each other by the
+    autogroup's nice, not by the processes' own)."""
     out = open(paths.out(name), "ab")
     try:
         out.write(("\n==== %s %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), " ".join(argv))).encode())
@@ -436,11 +440,17 @@ def spawn(paths, name, argv, env):
                 cwd=paths.root,
                 env=env,
                 close_fds=True,
+                preexec_fn=(lambda: os.nice(nice)) if nice > 0 else None,
             )
         except OSError as e:
             raise StackError("cannot run %s: %s" % (argv[0], e))
     finally:
         out.close()
+    if nice > 0:
+        # Absent without CONFIG_SCHED_AUTOGROUP; ignored when autogroup is off.
+        with contextlib.suppress(OSError):
+            with open("/proc/%d/autogroup" % p.pid, "w") as f:
+                f.write(str(nice))
     record_pid(paths, name, p.pid)
     return p
 
@@ -992,14 +1002,14 @@ def cmd_start(args):
             log("starting salt-master (transport=%s ipc_mode=%s ret_port=%d publish_port=%d) in %s"
                 % (args.transport, args.ipc_mode, ports["ret_port"], ports["publish_port"], paths.root))
             master = spawn(paths, "master", [os.path.join(bindir, "salt-master"), "-c", paths.config_dir,
-                                             "--log-level", "warning"], env)
+                                             "--log-level", "warning"], env, nice=args.salt_nice)
             procs.append(Proc("salt-master", [paths.out("master"), paths.saltlog("master")], popen=master))
             waiter = Waiter(args.timeout, procs, watch)
             wait_master_port(paths, ports["ret_port"], waiter)
             log("master listening after %.1f s; starting %d minion(s)" % (time.monotonic() - t0, len(minions)))
             for mid in minions:
                 p = spawn(paths, mid, [os.path.join(bindir, "salt-minion"), "-c", paths.minion_root(mid),
-                                       "--log-level", "warning"], env)
+                                       "--log-level", "warning"], env, nice=args.salt_nice)
                 procs.append(Proc("salt-minion %s" % mid, minion_logs(paths, mid), popen=p))
             # Read the config back through Salt's loader while the minions start.
             eff = effective_master_opts(venv, paths)
@@ -1058,6 +1068,7 @@ def cmd_start(args):
                 "transport": args.transport,
                 "ipc_mode": args.ipc_mode,
                 "minions": minions,
+                "salt_nice": args.salt_nice,
                 "cherrypy_port": ports["cherrypy_port"],
                 "tornado_port": ports.get("tornado_port"),
                 "brine_port": ports["brine_port"],
@@ -1177,7 +1188,8 @@ def cmd_start_master(args):
         bindir = os.path.join(venv, "bin")
         try:
             master = spawn(paths, "master", [os.path.join(bindir, "salt-master"), "-c", paths.config_dir,
-                                             "--log-level", "warning"], clean_env())
+                                             "--log-level", "warning"], clean_env(),
+                           nice=stack.get("salt_nice", 0))
             procs.insert(0, Proc("salt-master", [paths.out("master"), paths.saltlog("master")], popen=master))
             waiter = Waiter(args.timeout, procs)
             wait_master_port(paths, stack["ret_port"], waiter)
@@ -1195,7 +1207,8 @@ def cmd_start_master(args):
                     clear_responsibility(paths.minion_sock_dir(m))
                     waiter.procs[:] = [p for p in waiter.procs if p.name != "salt-minion %s" % m]
                     p = spawn(paths, m, [os.path.join(bindir, "salt-minion"), "-c", paths.minion_root(m),
-                                         "--log-level", "warning"], clean_env())
+                                         "--log-level", "warning"], clean_env(),
+                              nice=stack.get("salt_nice", 0))
                     waiter.procs.append(Proc("salt-minion %s" % m, minion_logs(paths, m), popen=p))
                 stack.setdefault("minion_restarts", []).append(
                     {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "minions": missing})
@@ -1273,6 +1286,9 @@ def main(argv=None):
     p = sub.add_parser("start", help="write configs, start master, minions (and salt-api), wait until ready")
     common(p)
     p.add_argument("--minions", type=int, default=2, help="number of minions m1..mN (default 2)")
+    p.add_argument("--salt-nice", type=int, default=0, choices=range(0, 20), metavar="0..19",
+                   help="run the master and minions this much nicer, as processes and as autogroups "
+                        "(what CPUWeight= on salt-master.service does on a host); default 0")
     p.add_argument("--transport", choices=["zeromq", "tcp"], default="zeromq")
     p.add_argument("--ipc-mode", choices=["ipc", "tcp"], default="ipc")
     p.add_argument("--reference", default="", help="also start Python salt-api: cherrypy[,tornado]")

@@ -1,8 +1,8 @@
 //! Load against a real master: 1 000 concurrent synchronous `local` requests while 1 000 SSE
 //! streams are open. Every request must come back right, every stream must carry every job up
-//! to a final marker event, Brine must handle 99 % of the `/stats` calls made throughout in
-//! under 100 ms (and every one in under 500 ms), their median end to end must be under 100 ms,
-//! and once the load is gone no stream, job waiter, master request or descriptor may be left,
+//! to a final marker event, every `/stats` call made throughout must be answered in under
+//! 100 ms end to end (with the master at a lower CPU weight than Brine, as
+//! `packaging/brine.service` sets it up), and once the load is gone no stream, job waiter, master request or descriptor may be left,
 //! and Brine's live heap (jemalloc's `allocated`) must be back within 4 MiB of its baseline,
 //! its RSS within 16 MiB. RSS (baseline, peak, after) and the heap are reported.
 //!
@@ -54,6 +54,17 @@ async fn heap_kib(base: &str, token: &str) -> (i64, i64) {
         "heap figures in /stats: {s}"
     );
     (allocated / 1024, resident / 1024)
+}
+
+/// One `/stats` call of the probe: when (seconds into its run), how long in all, and after
+/// how long the connection was established and the first byte of the answer came.
+#[derive(Clone, Copy, Debug)]
+#[allow(dead_code)] // Read through Debug, in the report.
+struct Probe {
+    at: f64,
+    took: Duration,
+    connected: Duration,
+    first_byte: Duration,
 }
 
 /// What one stream carried.
@@ -127,8 +138,38 @@ async fn stream(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousand_sync_locals_and_thousand_streams_at_once() {
+/// How much nicer the master and minions run than Brine: as `CPUWeight=400` in
+/// `packaging/brine.service` against salt-master.service's default 100 does on a host
+/// (nice 6 weighs 272 against nice 0's 1 024). The load saturates both CPUs of this machine
+/// with the master's and minions' work; at equal shares Brine's threads and the probe wait
+/// in the run queue behind them, and `/stats` would measure the kernel, not Brine.
+const SALT_NICE: u8 = 6;
+/// How much nicer this test's load generator runs than the `/stats` probe and Brine (all in
+/// this test's session). Clients on other hosts do not compete with Brine for its CPUs;
+/// here they do, and the probe would measure the generator parsing 1 000 answers.
+const LOAD_GENERATOR_NICE: i32 = 10;
+
+/// Makes the calling thread `by` steps nicer (a thread's nice value is its own on Linux,
+/// and threads it spawns start with it).
+fn make_nicer(by: i32) {
+    let me = Some(rustix::thread::gettid());
+    let now = rustix::process::getpriority_process(me).unwrap_or_else(|e| panic!("{e}"));
+    rustix::process::setpriority_process(me, (now + by).min(19)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn thousand_sync_locals_and_thousand_streams_at_once() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(|| make_nicer(LOAD_GENERATOR_NICE))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .block_on(load());
+}
+
+async fn load() {
+    // Brine is started from this (not yet nicer) thread, at the scheduler's default.
     let st = stack_with(StackOpts {
         minions: 3,
         reference: false,
@@ -145,6 +186,7 @@ async fn thousand_sync_locals_and_thousand_streams_at_once() {
         extra_config: "publish_timeout: 120\nbrine: {login_rate_limit: 0, event_ring_seconds: 10, \
                        stream_buffer: 65536}\n",
         brine_log_level: "info",
+        salt_nice: SALT_NICE,
         ..StackOpts::default()
     });
     let token = login(&st.brine, &st.creds()).await;
@@ -225,25 +267,45 @@ async fn thousand_sync_locals_and_thousand_streams_at_once() {
             );
             while !stop.load(Ordering::SeqCst) {
                 let started = Instant::now();
-                let mut answer = String::new();
+                let mut answer = Vec::new();
+                let (mut connected, mut first_byte) = (Duration::ZERO, Duration::ZERO);
                 let ok = std::net::TcpStream::connect(&addr)
                     .and_then(|mut s| {
+                        connected = started.elapsed();
                         s.write_all(head.as_bytes())?;
-                        s.read_to_string(&mut answer)
+                        let mut buf = [0u8; 4096];
+                        loop {
+                            let n = s.read(&mut buf)?;
+                            if answer.is_empty() {
+                                first_byte = started.elapsed();
+                            }
+                            if n == 0 {
+                                return Ok(());
+                            }
+                            answer.extend_from_slice(&buf[..n]);
+                        }
                     })
                     .is_ok();
                 let took = started.elapsed();
                 assert!(
-                    ok && answer.starts_with("HTTP/1.1 200"),
-                    "/stats under load: {answer}"
+                    ok && answer.starts_with(b"HTTP/1.1 200"),
+                    "/stats under load: {}",
+                    String::from_utf8_lossy(&answer)
                 );
-                times.push((t0.elapsed().as_secs_f64(), took));
+                times.push(Probe {
+                    at: t0.elapsed().as_secs_f64(),
+                    took,
+                    connected,
+                    first_byte,
+                });
                 peak = peak.max(rss_kib(pid));
                 std::thread::sleep(Duration::from_millis(100));
             }
             (times, peak)
         }
     });
+    // The probe keeps this thread's priority; what this thread does from here on is load.
+    make_nicer(LOAD_GENERATOR_NICE);
 
     // 1 000 streams, all open before the load starts.
     let addr = st.brine.trim_start_matches("http://").to_owned();
@@ -389,7 +451,10 @@ async fn thousand_sync_locals_and_thousand_streams_at_once() {
     // /stats end to end (connect to last byte, from a client on the same loaded machine) and
     // Brine's own handling time of it (its access log).
     let samples = times.len();
-    let mut sorted: Vec<Duration> = times.iter().map(|t| t.1).collect();
+    let mut slowest = times.clone();
+    slowest.sort_by_key(|p| std::cmp::Reverse(p.took));
+    slowest.truncate(3);
+    let mut sorted: Vec<Duration> = times.iter().map(|p| p.took).collect();
     sorted.sort();
     let pct = |p: usize| sorted.get(samples * p / 100).copied().unwrap_or_default();
     let handled: Vec<u64> = st
@@ -416,7 +481,8 @@ async fn thousand_sync_locals_and_thousand_streams_at_once() {
         "load: {REQUESTS} sync local calls ({live_calls} on live minions) in {:.1} s with \
          {STREAMS} streams open (longest a stream client went without data: \
          {slowest_read:?}); /stats end to end p50 {:?} p99 {:?} max {:?} over {samples} \
-         calls, handled by Brine in {handled_p50} ms (p50), at most {handled_max} ms ({} calls); \
+         calls, handled by Brine in {handled_p50} ms (p50), at most {handled_max} ms ({} calls); slowest: \
+         {slowest:.1?}; \
          Brine CPU {cpu:.1} s over the load; Brine RSS baseline \
          {baseline} KiB, peak {peak} KiB, after {after} KiB ({memory_back:?} after the load \
          drained); heap allocated (jemalloc) baseline {baseline_heap:?} KiB, after \
@@ -433,27 +499,26 @@ async fn thousand_sync_locals_and_thousand_streams_at_once() {
         "{} /stats lines in the access log",
         handled.len()
     );
-    // Brine's part of the /stats answers stays under 100 ms while it carries the load (the
-    // end-to-end figures above add the wait for a CPU on this shared 2-core machine). The
-    // handler has no await that can wait, so a slower one is a thread the kernel did not run
-    // (with the master, minions and this load generator on the same 2 CPUs, one in a few
-    // hundred calls is): 99 % must be under 100 ms, and none may wait for the load itself.
-    // End to end (the client's wait for a CPU included), the typical call is well under
-    // 100 ms: requests are not served on the threads that fan events out to the streams
-    // (http/server.rs); before that split the median here was 120 ms.
+    // Every /stats call, connect to last byte, is answered in under 100 ms while Brine carries
+    // the load. This holds with the deployment the README describes: the master and minions
+    // at a quarter of Brine's CPU weight (SALT_NICE), the load generator below the probe. On
+    // this 2-CPU machine the master alone wants more than one CPU during the load; at equal
+    // weights the probe and Brine's threads wait in the kernel's run queue behind it (p99
+    // 57-64 ms, max up to 111 ms, with Brine's handler at most 16-70 ms). The dev profile's
+    // `opt-level = 1` keeps a test build of Brine within a few times the release build's
+    // cost; unoptimised, answering the 1 000 calls that end at once took it ~130 ms, and
+    // the probe's connection waited behind them.
+    let over: Vec<&Probe> = times
+        .iter()
+        .filter(|p| p.took >= Duration::from_millis(100))
+        .collect();
     assert!(
-        pct(50) < Duration::from_millis(100),
-        "/stats end to end under load: median {:?}",
-        pct(50)
+        over.is_empty(),
+        "{} of {samples} /stats calls took 100 ms or more end to end under load: {over:.1?}",
+        over.len()
     );
-    let slow = handled.iter().filter(|&&ms| ms >= 100).count();
     assert!(
-        slow * 100 <= handled.len(),
-        "{slow} of {} /stats calls took Brine 100 ms or more under load (max {handled_max} ms)",
-        handled.len()
-    );
-    assert!(
-        handled_max < 500,
+        handled_max < 100,
         "Brine took {handled_max} ms to answer /stats under load"
     );
     // Memory: what the load allocated is given back once the replay ring has aged out: the

@@ -80,6 +80,9 @@ pub struct StackOpts {
     pub brine_log_level: &'static str,
     /// Minion options (a YAML mapping) that replace generated ones.
     pub minion_extra: &'static str,
+    /// How much nicer the master and minions run (`saltstack.py --salt-nice`): 0 is the
+    /// scheduler's default, an equal share for every session.
+    pub salt_nice: u8,
 }
 
 impl Default for StackOpts {
@@ -93,6 +96,7 @@ impl Default for StackOpts {
             rest_extra: String::new(),
             brine_log_level: "debug",
             minion_extra: "",
+            salt_nice: 0,
         }
     }
 }
@@ -133,6 +137,9 @@ fn start(opts: StackOpts) -> Stack {
     }
     if opts.reference {
         cmd.args(["--reference", "cherrypy"]);
+    }
+    if opts.salt_nice > 0 {
+        cmd.args(["--salt-nice", &opts.salt_nice.to_string()]);
     }
     // Differential tests send many refused logins on purpose; Brine's login throttle (which
     // rest_cherrypy does not have) would turn the later ones into 429s. Its own tests
