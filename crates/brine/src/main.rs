@@ -255,7 +255,11 @@ async fn run(
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
-                    Ok(ev) => app.auth.on_event(&ev.event().tag, &ev.event().data),
+                    // Only a revocation's data is parsed back from its frame.
+                    Ok(ev) if ev.tag() == auth::REVOKE_TAG => {
+                        app.auth.on_event(ev.tag(), &ev.event().data)
+                    }
+                    Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "revocation listener fell behind the bus");
                     }

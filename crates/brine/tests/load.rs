@@ -39,23 +39,6 @@ const HEAP_MARGIN_KIB: i64 = 4 * 1024;
 /// Salt 3006: 8.6 MiB over, with the live heap back to 4.7 MiB.
 const RSS_MARGIN_KIB: u64 = 16 * 1024;
 
-/// Brine's heap from `/stats` (jemalloc's allocated and resident bytes), in KiB; both must
-/// be there and make sense (something allocated, no more than the allocator holds).
-async fn heap_kib(base: &str, token: &str) -> (i64, i64) {
-    let r = send(base, &Req::get("/stats").header("X-Auth-Token", token)).await;
-    let s = &r.json()["Brine"];
-    let bytes = |k: &str| {
-        s[k].as_i64()
-            .unwrap_or_else(|| panic!("no {k} in /stats: {s}"))
-    };
-    let (allocated, resident) = (bytes("Heap Allocated Bytes"), bytes("Heap Resident Bytes"));
-    assert!(
-        allocated > 0 && resident >= allocated,
-        "heap figures in /stats: {s}"
-    );
-    (allocated / 1024, resident / 1024)
-}
-
 /// One `/stats` call of the probe: when (seconds into its run), how long in all, and after
 /// how long the connection was established and the first byte of the answer came.
 #[derive(Clone, Copy, Debug)]

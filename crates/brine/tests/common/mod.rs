@@ -839,6 +839,23 @@ pub fn open_fds(pid: u32) -> Option<usize> {
         .ok()
 }
 
+/// Brine's heap from `/stats` (jemalloc's allocated and resident bytes), in KiB; both must
+/// be there and make sense (something allocated, no more than the allocator holds).
+pub async fn heap_kib(base: &str, token: &str) -> (i64, i64) {
+    let r = send(base, &Req::get("/stats").header("X-Auth-Token", token)).await;
+    let s = &r.json()["Brine"];
+    let bytes = |k: &str| {
+        s[k].as_i64()
+            .unwrap_or_else(|| panic!("no {k} in /stats: {s}"))
+    };
+    let (allocated, resident) = (bytes("Heap Allocated Bytes"), bytes("Heap Resident Bytes"));
+    assert!(
+        allocated > 0 && resident >= allocated,
+        "heap figures in /stats: {s}"
+    );
+    (allocated / 1024, resident / 1024)
+}
+
 /// Brine's resident memory in KiB (from /proc).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
