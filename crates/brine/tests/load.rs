@@ -172,6 +172,20 @@ async fn load() {
         salt_nice: SALT_NICE,
         ..StackOpts::default()
     });
+    // The master and minions run at SALT_NICE (the process's own value; saltstack.py sets
+    // their autogroups' too, where the kernel has them).
+    for name in ["master", "m1", "m2"] {
+        let pid = st.info["pids"][name].as_i64().unwrap_or(0);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let nice = stat
+            .rsplit_once(')')
+            .and_then(|(_, fields)| fields.split_whitespace().nth(16)?.parse::<i32>().ok());
+        assert_eq!(
+            nice,
+            Some(i32::from(SALT_NICE)),
+            "{name}'s nice value: {stat}"
+        );
+    }
     let token = login(&st.brine, &st.creds()).await;
     let live = json!({"client": "local", "tgt": ["m1", "m2"], "tgt_type": "list",
                       "fun": "test.ping", "timeout": 60});
