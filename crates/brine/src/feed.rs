@@ -101,10 +101,10 @@ impl StreamEvent {
     pub fn event(&self) -> &Arc<Event> {
         self.event.get_or_init(|| {
             // The frame is the JSON this module wrote.
-            let v: Value = serde_json::from_slice(&self.json()).unwrap_or(Value::Null);
+            let mut v: Value = serde_json::from_slice(&self.json()).unwrap_or(Value::Null);
             Arc::new(Event {
-                tag: v["tag"].as_str().unwrap_or_default().to_owned(),
-                data: v.get("data").cloned().unwrap_or(Value::Null),
+                tag: self.tag.to_string(),
+                data: v.get_mut("data").map(Value::take).unwrap_or(Value::Null),
             })
         })
     }

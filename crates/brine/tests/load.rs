@@ -2,9 +2,10 @@
 //! streams are open. Every request must come back right, every stream must carry every job up
 //! to a final marker event, every `/stats` call made throughout must be answered in under
 //! 100 ms end to end (with the master at a lower CPU weight than Brine, as
-//! `packaging/brine.service` sets it up), and once the load is gone no stream, job waiter, master request or descriptor may be left,
-//! and Brine's live heap (jemalloc's `allocated`) must be back within 4 MiB of its baseline,
-//! its RSS within 16 MiB. RSS (baseline, peak, after) and the heap are reported.
+//! `packaging/brine.service` sets it up), and once the load is gone no stream, job waiter,
+//! master request or descriptor may be left, and Brine's live heap (jemalloc's `allocated`)
+//! must be back within 4 MiB of its baseline, its RSS within 16 MiB. RSS (baseline, peak,
+//! after) and the heap are reported.
 //!
 //! A Salt minion is one Python process that runs about two `test.ping` jobs a second on this
 //! kind of machine, so 1 000 jobs on live minions would measure the minions for minutes. Most
@@ -478,9 +479,8 @@ async fn load() {
         "load: {REQUESTS} sync local calls ({live_calls} on live minions) in {:.1} s with \
          {STREAMS} streams open (longest a stream client went without data: \
          {slowest_read:?}); /stats end to end p50 {:?} p99 {:?} max {:?} over {samples} \
-         calls, handled by Brine in {handled_p50} ms (p50), at most {handled_max} ms ({} calls); slowest: \
-         {slowest:.1?}; \
-         Brine CPU {cpu:.1} s over the load; Brine RSS baseline \
+         calls, handled by Brine in {handled_p50} ms (p50), at most {handled_max} ms ({} calls); \
+         slowest: {slowest:.1?}; Brine CPU {cpu:.1} s over the load; Brine RSS baseline \
          {baseline} KiB, peak {peak} KiB, after {after} KiB ({memory_back:?} after the load \
          drained); heap allocated (jemalloc) baseline {baseline_heap:?} KiB, after \
          {after_heap:?} KiB; after the load: {drained}",
