@@ -4,12 +4,20 @@
 //!
 //! Log files are opened in append mode and can be reopened (SIGHUP, after logrotate moved
 //! them): every file writer goes through a [`LogFile`], whose handle is swapped in place.
+//!
+//! No request thread writes a log line itself: every sink (the console too, which under
+//! systemd is a pipe to journald) is fed through a bounded queue of [`QUEUED_LINES`] lines to
+//! a writer thread of its own (`tracing-appender`'s non-blocking writer). A slow disk or a
+//! busy journald holds up the writer thread, not the answers; only when a sink is that many
+//! lines behind does logging wait for it, so no line is ever dropped (the audit trail least
+//! of all). The queues are flushed when [`Logging`] is dropped, at the end of `main`.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
@@ -53,10 +61,11 @@ impl LogFile {
     }
 }
 
-/// One write of a log line to a [`LogFile`].
-pub struct LogFileWriter<'a>(&'a LogFile);
+/// The writes of a sink's writer thread to a [`LogFile`] (the lock is shared with
+/// [`LogFile::reopen`] only).
+struct LogFileWriter(Arc<LogFile>);
 
-impl Write for LogFileWriter<'_> {
+impl Write for LogFileWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let mut f = self.0.file.lock().unwrap_or_else(|p| p.into_inner());
         f.write(buf)
@@ -68,15 +77,30 @@ impl Write for LogFileWriter<'_> {
     }
 }
 
-/// Hands `tracing` a writer per line.
-#[derive(Clone)]
-struct Shared(Arc<LogFile>);
+/// How many lines a sink's queue holds before logging waits for its writer thread: some
+/// megabytes of lines, seconds of a busy daemon's logging at `debug`.
+pub const QUEUED_LINES: usize = 16_384;
 
-impl<'a> MakeWriter<'a> for Shared {
-    type Writer = LogFileWriter<'a>;
+/// A sink's queue to its own writer thread, and the guard that flushes it when dropped.
+fn queued<W: Write + Send + 'static>(writer: W) -> (NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("brine-log")
+        .finish(writer)
+}
 
-    fn make_writer(&'a self) -> Self::Writer {
-        LogFileWriter(&self.0)
+/// Running logging: the files (to reopen on SIGHUP) and the sinks' queues, which are flushed
+/// when this is dropped.
+pub struct Logging {
+    files: Vec<Arc<LogFile>>,
+    _queues: Vec<WorkerGuard>,
+}
+
+impl Logging {
+    /// The log files, for [`reopen`].
+    pub fn files(&self) -> Vec<Arc<LogFile>> {
+        self.files.clone()
     }
 }
 
@@ -120,8 +144,9 @@ pub struct Files<'a> {
     pub audit: Option<&'a Path>,
 }
 
-/// Starts logging; returns the files it writes (for reopening on SIGHUP).
-pub fn init(cli: &cli::Cli, debug: bool, files: Files<'_>) -> Result<Vec<Arc<LogFile>>, String> {
+/// Starts logging; the answer must live until the end of `main`, so that the last lines are
+/// written.
+pub fn init(cli: &cli::Cli, debug: bool, files: Files<'_>) -> Result<Logging, String> {
     let console = cli::tracing_level(&cli.log_level)
         .ok_or_else(|| format!("--log-level: unknown level {:?}", cli.log_level))?;
     let console = if debug && console != "trace" {
@@ -131,10 +156,13 @@ pub fn init(cli: &cli::Cli, debug: bool, files: Files<'_>) -> Result<Vec<Arc<Log
     };
     let format = cli.log_format;
     let mut opened = Vec::new();
+    let mut queues = Vec::new();
     let mut layers: Vec<Boxed> = Vec::new();
     let ansi = format == LogFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (stderr, guard) = queued(std::io::stderr());
+    queues.push(guard);
     layers.push(
-        fmt_layer(format, std::io::stderr, ansi)
+        fmt_layer(format, stderr, ansi)
             .with_filter(filter(console, files.audit.is_none()))
             .boxed(),
     );
@@ -162,8 +190,10 @@ pub fn init(cli: &cli::Cli, debug: bool, files: Files<'_>) -> Result<Vec<Arc<Log
     for (path, option, sink_filter) in sinks {
         let f = LogFile::open(path).map_err(|e| format!("{option} {}: {e}", path.display()))?;
         opened.push(f.clone());
+        let (writer, guard) = queued(LogFileWriter(f));
+        queues.push(guard);
         layers.push(
-            fmt_layer(format, Shared(f), false)
+            fmt_layer(format, writer, false)
                 .with_filter(sink_filter)
                 .boxed(),
         );
@@ -172,7 +202,10 @@ pub fn init(cli: &cli::Cli, debug: bool, files: Files<'_>) -> Result<Vec<Arc<Log
         .with(layers)
         .try_init()
         .map_err(|e| e.to_string())?;
-    Ok(opened)
+    Ok(Logging {
+        files: opened,
+        _queues: queues,
+    })
 }
 
 /// Reopens every log file (SIGHUP), logging what could not be reopened.
@@ -196,15 +229,76 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         let path = dir.join("brine.log");
         let f = LogFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        let w = Shared(f.clone());
-        let _ = w.make_writer().write_all(b"one\n");
+        let mut w = LogFileWriter(f.clone());
+        let _ = w.write_all(b"one\n");
         // logrotate moves the file away; the next lines go to a new file at the path.
         std::fs::rename(&path, dir.join("brine.log.1")).unwrap_or_else(|e| panic!("{e}"));
         f.reopen().unwrap_or_else(|e| panic!("{e}"));
-        let _ = w.make_writer().write_all(b"two\n");
+        let _ = w.write_all(b"two\n");
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         assert_eq!(read(&dir.join("brine.log.1")), "one\n");
         assert_eq!(read(&path), "two\n");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A sink that cannot write (its disk stalled) until `open` is set, recording what it was
+    /// given.
+    struct Stalled {
+        open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+        got: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (lock, cv) = &*self.open;
+            let mut open = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while !*open {
+                open = cv.wait(open).unwrap_or_else(|p| p.into_inner());
+            }
+            self.got
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_sink_holds_up_no_logging_thread_and_loses_no_line() {
+        let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (writer, guard) = queued(Stalled {
+            open: open.clone(),
+            got: got.clone(),
+        });
+        // With the sink stalled, a thousand lines are queued without waiting for it (the
+        // old writer wrote each line on the logging thread, and would block here forever).
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let logger = std::thread::spawn(move || {
+            for i in 0..1000 {
+                let _ = writer
+                    .make_writer()
+                    .write_all(format!("line {i}\n").as_bytes());
+            }
+            let _ = done_tx.send(());
+        });
+        let queued_in_time = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+        // The disk comes back; dropping the guard writes out what is queued, in order.
+        {
+            let (lock, cv) = &*open;
+            *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            cv.notify_all();
+        }
+        let _ = logger.join();
+        drop(guard);
+        assert!(queued_in_time.is_ok(), "logging waited for a stalled sink");
+        let text = String::from_utf8(got.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default();
+        let want: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(text, want);
     }
 }

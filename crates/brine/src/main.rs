@@ -79,7 +79,7 @@ fn main() -> ExitCode {
     };
     let error_file = file_option("rest_cherrypy", "log_error_file");
     let audit_file = file_option("brine", "audit_log_file");
-    let log_files = match logging::init(
+    let logging = match logging::init(
         &cli,
         debug,
         logging::Files {
@@ -128,7 +128,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run(settings, log_files, streams.handle().clone()));
+    let code = runtime.block_on(run(settings, logging.files(), streams.handle().clone()));
     streams.shutdown_timeout(std::time::Duration::from_secs(1));
     if let Some(pid_file) = &cli.pid_file {
         let _ = std::fs::remove_file(pid_file);
