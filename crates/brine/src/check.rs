@@ -4,8 +4,9 @@
 //! What is "honoured" is not a list kept by hand: the configuration records every option the
 //! settings code asks for ([`MasterConfig::reads`]), so the report cannot drift from the code.
 //! Each honoured option is printed with its value (secrets masked) and the file that set it, or
-//! `(default)`. Warnings: `rest_cherrypy` keys Brine does not implement, keys it accepts and
-//! ignores, `brine:` keys it does not know (typos), and a `rest_tornado` block (Brine serves
+//! as `(default: value)` (`(default)` alone where the default follows from other options).
+//! Warnings: `rest_cherrypy` keys Brine does not implement, keys it accepts and ignores,
+//! `brine:` keys it does not know (typos), and a `rest_tornado` block (Brine serves
 //! rest_tornado's URLs from the rest_cherrypy listener and reads nothing from that block).
 //! Errors (what would stop the daemon, including an unreadable TLS certificate) exit with 2.
 
@@ -88,9 +89,14 @@ pub fn report(cfg: &MasterConfig, over: &Overrides) -> (String, bool) {
                     cfg.source(name).display()
                 );
             }
-            None => {
-                let _ = writeln!(out, "  {name:width$}   (default)");
-            }
+            None => match cfg.default_of(name) {
+                Some(d) => {
+                    let _ = writeln!(out, "  {name:width$}   (default: {})", shown(name, &d));
+                }
+                None => {
+                    let _ = writeln!(out, "  {name:width$}   (default)");
+                }
+            },
         }
     }
     let mut warnings = Vec::new();
@@ -191,7 +197,11 @@ mod tests {
             assert!(text.contains(needle), "{needle:?} missing in:\n{text}");
         }
         // Options nobody set show as defaults; the ignored key is not listed as honoured.
-        assert!(text.contains("publish_timeout"), "{text}");
+        let publish = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("publish_timeout "))
+            .unwrap_or_default();
+        assert!(publish.ends_with("(default: 30.0)"), "{text}");
         assert!(!text.contains("thread_pool ="), "{text}");
         assert_eq!(shown("brine.redis_password", &json!("x")), "<masked>");
         assert_eq!(shown("rest_cherrypy.port", &json!(8000)), "8000");

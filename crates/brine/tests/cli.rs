@@ -133,7 +133,10 @@ fn check_config_lists_honoured_options_with_their_files() {
         line("brine.pool_size").ends_with("master.d/brine.conf"),
         "{text}"
     );
-    assert!(line("publish_timeout").contains("(default)"), "{text}");
+    assert!(
+        line("publish_timeout").contains("(default: 30.0)"),
+        "{text}"
+    );
     for needle in [
         "rest_cherrypy.thread_pool: accepted and ignored",
         "brine.pool_sise: not a Brine option",

@@ -58,8 +58,14 @@ pub struct MasterConfig {
     pub sources: HashMap<String, PathBuf>,
     /// Dotted names of the options read through a [`Reader`] so far, in first-read order
     /// (shared by clones): what a program honours is what it asked for (`brine check-config`).
-    reads: Arc<Mutex<Vec<String>>>,
+    /// With each, the default its reader fell back to when the option was not set, where the
+    /// reader was given one.
+    reads: Arc<Mutex<Vec<OptionRead>>>,
 }
+
+/// An option's dotted name, and the default its reader fell back to (if it was given one and
+/// the option was not set).
+type OptionRead = (String, Option<Value>);
 
 fn read_yaml_map(path: &Path) -> Result<Map<String, Value>, ConfigError> {
     let text = std::fs::read(path).map_err(|e| ConfigError::File {
@@ -234,7 +240,20 @@ impl MasterConfig {
 
     /// Dotted names of the options read so far, in first-read order.
     pub fn reads(&self) -> Vec<String> {
-        self.reads.lock().map(|r| r.clone()).unwrap_or_default()
+        self.reads
+            .lock()
+            .map(|r| r.iter().map(|(name, _)| name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The default a typed reader used for an option that was not set (`None` when the
+    /// option is set, was not read, or its default depends on other options).
+    pub fn default_of(&self, dotted: &str) -> Option<Value> {
+        let reads = self.reads.lock().ok()?;
+        reads
+            .iter()
+            .find(|(name, _)| name == dotted)
+            .and_then(|(_, d)| d.clone())
     }
 
     /// The value at a dotted name (`rest_cherrypy.port`), if set.
@@ -249,8 +268,16 @@ impl MasterConfig {
 
     fn note_read(&self, dotted: String) {
         if let Ok(mut r) = self.reads.lock() {
-            if !r.contains(&dotted) {
-                r.push(dotted);
+            if !r.iter().any(|(name, _)| *name == dotted) {
+                r.push((dotted, None));
+            }
+        }
+    }
+
+    fn note_default(&self, dotted: &str, default: Value) {
+        if let Ok(mut r) = self.reads.lock() {
+            if let Some(entry) = r.iter_mut().find(|(name, _)| name == dotted) {
+                entry.1 = Some(default);
             }
         }
     }
@@ -326,6 +353,14 @@ impl<'a> Reader<'a> {
         self.cfg.error(&self.name(key), message)
     }
 
+    /// Records the default `key` falls back to (it was not set), for the report of what is
+    /// honoured, and returns it.
+    fn fall_back<T: Clone + Into<Value>>(&self, key: &str, default: T) -> T {
+        self.cfg
+            .note_default(&self.name(key), default.clone().into());
+        default
+    }
+
     /// A string option; numbers are accepted and written out, as Salt would `str()` them.
     pub fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
         match self.raw(key) {
@@ -340,7 +375,7 @@ impl<'a> Reader<'a> {
     /// `true`/`false` are accepted too).
     pub fn boolean(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
         match self.raw(key) {
-            None => Ok(default),
+            None => Ok(self.fall_back(key, default)),
             Some(Value::Bool(b)) => Ok(*b),
             Some(Value::Number(n)) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => {
                 Ok(n.as_i64() == Some(1))
@@ -357,7 +392,7 @@ impl<'a> Reader<'a> {
     /// An unsigned integer option within `min..=max`; numeric strings are accepted.
     pub fn integer(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
         let v = match self.raw(key) {
-            None => return Ok(default),
+            None => return Ok(self.fall_back(key, default)),
             Some(Value::Number(n)) => n.as_u64().or_else(|| {
                 n.as_f64()
                     .filter(|f| f.fract() == 0.0 && *f >= 0.0)
@@ -376,7 +411,7 @@ impl<'a> Reader<'a> {
     /// A duration in seconds (integer or float), at least zero.
     pub fn seconds(&self, key: &str, default: f64) -> Result<Duration, ConfigError> {
         let v = match self.raw(key) {
-            None => Some(default),
+            None => Some(self.fall_back(key, default)),
             Some(Value::Number(n)) => n.as_f64(),
             Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
             Some(_) => None,
@@ -690,5 +725,37 @@ mod tests {
         m.insert("sock_dir".into(), json!("/tmp/r/s"));
         let o = MasterOptions::from_config(&MasterConfig::from_map(d, m));
         assert_eq!(o.map(|o| o.sock_dir).ok(), Some(PathBuf::from("/tmp/r/s")));
+    }
+
+    #[test]
+    fn the_defaults_readers_fall_back_to_are_recorded() {
+        let mut m = Map::new();
+        m.insert("worker_threads".into(), json!(7));
+        let cfg = MasterConfig::from_map(Path::new("/x/master"), m);
+        let r = Reader::top(&cfg);
+        assert_eq!(r.integer("worker_threads", 5, 1, 100).ok(), Some(7));
+        assert_eq!(r.integer("ret_port", 4506, 1, 65535).ok(), Some(4506));
+        assert_eq!(r.boolean("ipv6", false).ok(), Some(false));
+        assert_eq!(
+            r.seconds("publish_timeout", 2.5).ok(),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(r.string("interface").ok(), Some(None));
+        // Set options have no default; untyped ones have none to tell.
+        assert_eq!(cfg.default_of("worker_threads"), None);
+        assert_eq!(cfg.default_of("ret_port"), Some(json!(4506)));
+        assert_eq!(cfg.default_of("ipv6"), Some(json!(false)));
+        assert_eq!(cfg.default_of("publish_timeout"), Some(json!(2.5)));
+        assert_eq!(cfg.default_of("interface"), None);
+        assert_eq!(
+            cfg.reads(),
+            [
+                "worker_threads",
+                "ret_port",
+                "ipv6",
+                "publish_timeout",
+                "interface"
+            ]
+        );
     }
 }
