@@ -89,14 +89,13 @@ pub fn report(cfg: &MasterConfig, over: &Overrides) -> (String, bool) {
                     cfg.source(name).display()
                 );
             }
-            None => match cfg.default_of(name) {
-                Some(d) => {
-                    let _ = writeln!(out, "  {name:width$}   (default: {})", shown(name, &d));
-                }
-                None => {
-                    let _ = writeln!(out, "  {name:width$}   (default)");
-                }
-            },
+            None => {
+                let default = cfg.default_of(name).map_or_else(
+                    || "(default)".to_owned(),
+                    |d| format!("(default: {})", shown(name, &d)),
+                );
+                let _ = writeln!(out, "  {name:width$}   {default}");
+            }
         }
     }
     let mut warnings = Vec::new();

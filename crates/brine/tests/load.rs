@@ -288,7 +288,7 @@ async fn load() {
                 let t0 = Instant::now();
                 let head = format!(
                     "GET /stats HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\
-                 X-Auth-Token: {token}\r\nConnection: close\r\n\r\n"
+                     X-Auth-Token: {token}\r\nConnection: close\r\n\r\n"
                 );
                 while !stop.load(Ordering::SeqCst) {
                     let started = Instant::now();
@@ -507,8 +507,8 @@ async fn load() {
         "load: {REQUESTS} sync local calls ({live_calls} on live minions) in {:.1} s with \
          {STREAMS} streams open (longest a stream client went without data: \
          {slowest_read:?}); /stats end to end p50 {:?} p99 {:?} max {:?} over {samples} \
-         calls (probe scheduled {probe_class}), handled by Brine in {handled_p50} ms (p50), at most {handled_max} ms ({} calls); \
-         slowest: {slowest:.1?}; Brine CPU {cpu:.1} s over the load; Brine RSS baseline \
+         calls (probe scheduled {probe_class}), handled by Brine in {handled_p50} ms (p50), \
+         at most {handled_max} ms ({} calls); slowest: {slowest:.1?}; Brine CPU {cpu:.1} s over the load; Brine RSS baseline \
          {baseline} KiB, peak {peak} KiB, after {after} KiB ({memory_back:?} after the load \
          drained); heap allocated (jemalloc) baseline {baseline_heap:?} KiB, after \
          {after_heap:?} KiB; after the load: {drained}",
