@@ -85,6 +85,37 @@ fn pepper_cli_runner() {
     assert_eq!(out, json!({"args": ["a"], "kwargs": {"k": 1}}));
 }
 
+/// pepper JSON-decodes `key=value` arguments, so a jid travels as a 20-digit JSON number:
+/// it must reach the master with every digit, as the reference sends it.
+#[test]
+fn pepper_cli_lookup_jid_with_a_numeric_jid() {
+    let st = stack();
+    let started = pepper_cli(
+        st,
+        &st.brine,
+        &["--client", "local_async", "*", "test.ping"],
+    );
+    let jid = started["jid"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(jid.len(), 20, "{started}");
+    let arg = format!("jid={jid}");
+    let args = ["--client", "runner", "jobs.lookup_jid", arg.as_str()];
+    let want = json!({"m1": true, "m2": true});
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let c = pepper_cli(st, &st.cherry, &args);
+        if c == want || std::time::Instant::now() > deadline {
+            assert_eq!(c, want, "the reference's jobs.lookup_jid {jid}");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(
+        pepper_cli(st, &st.brine, &args),
+        want,
+        "jobs.lookup_jid {jid}"
+    );
+}
+
 #[test]
 fn pepper_cli_wheel() {
     let st = stack();

@@ -76,7 +76,15 @@ pub fn json_to_mp(v: &Json) -> Mp {
             } else if let Some(u) = n.as_u64() {
                 Mp::from(u)
             } else {
-                Mp::F64(n.as_f64().unwrap_or(0.0))
+                // serde_json keeps a number's digits (`arbitrary_precision`): a float has a
+                // point or an exponent; anything else is an integer msgpack cannot hold,
+                // which Salt's `payload.dumps` sends as its decimal string.
+                let text = n.to_string();
+                if text.contains(['.', 'e', 'E']) {
+                    Mp::F64(text.parse().unwrap_or(0.0))
+                } else {
+                    Mp::from(text.as_str())
+                }
             }
         }
         Json::String(s) => Mp::from(s.as_str()),
@@ -101,6 +109,27 @@ pub fn encode_json(v: &Json) -> Vec<u8> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn numbers_go_to_msgpack_as_salt_payload_sends_them() {
+        let doc: Json = serde_json::from_str(
+            "[18446744073709551615, 18446744073709551616, -9223372036854775808, \
+             -9223372036854775809, 20261206195204221114, 1.5, 1.0, 1e400, 0.1]",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Mp::Array(items) = json_to_mp(&doc) else {
+            panic!("not an array")
+        };
+        assert_eq!(items[0], Mp::from(u64::MAX));
+        assert_eq!(items[1], Mp::from("18446744073709551616"));
+        assert_eq!(items[2], Mp::from(i64::MIN));
+        assert_eq!(items[3], Mp::from("-9223372036854775809"));
+        assert_eq!(items[4], Mp::from("20261206195204221114"));
+        assert_eq!(items[5], Mp::F64(1.5));
+        assert_eq!(items[6], Mp::F64(1.0));
+        assert_eq!(items[7], Mp::F64(f64::INFINITY));
+        assert_eq!(items[8], Mp::F64(0.1));
+    }
 
     #[test]
     fn bin_holding_utf8_becomes_text() {

@@ -388,12 +388,21 @@ fn int_value(negative: bool, magnitude: u128) -> Value {
         if magnitude <= i64::MAX as u128 + 1 {
             return Value::Number(Number::from((magnitude as i128).wrapping_neg() as i64));
         }
-        float(-(magnitude as f64))
+        big_int(true, &magnitude.to_string())
     } else if let Ok(u) = u64::try_from(magnitude) {
         Value::Number(Number::from(u))
     } else {
-        float(magnitude as f64)
+        big_int(false, &magnitude.to_string())
     }
+}
+
+/// An integer beyond 64 bits, kept exact as Python keeps it (serde_json's
+/// `arbitrary_precision` holds a number as its digits); `digits` is decimal, without sign.
+pub fn big_int(negative: bool, digits: &str) -> Value {
+    let text = format!("{}{digits}", if negative { "-" } else { "" });
+    serde_json::from_str::<Number>(&text)
+        .map(Value::Number)
+        .unwrap_or(Value::String(text))
 }
 
 fn float(f: f64) -> Value {
@@ -439,7 +448,11 @@ fn resolve_int(text: &str) -> Option<Value> {
     }
     if matches!(b.first(), Some(b'1'..=b'9')) {
         if all(body, |c| c.is_ascii_digit() || c == b'_') {
-            return parse_radix(body, 10).map(|m| int_value(neg, m));
+            return Some(match parse_radix(body, 10) {
+                Some(m) => int_value(neg, m),
+                // Beyond 128 bits: still an int for Python.
+                None => big_int(neg, &body.replace('_', "")),
+            });
         }
         // Base 60: [1-9][0-9_]*(:[0-5]?[0-9])+
         let mut parts = body.split(':');

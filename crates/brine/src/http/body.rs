@@ -246,6 +246,41 @@ mod tests {
     }
 
     #[test]
+    fn integers_beyond_64_bits_keep_every_digit() {
+        let digits = |v: &Value| v.to_string();
+        let json = p(
+            "application/json",
+            r#"{"arg": [20261206195204221114, 1.5, 12345678901234567890123, 18446744073709551615]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .unwrap_or_default();
+        assert_eq!(
+            digits(&json["arg"]),
+            "[20261206195204221114,1.5,12345678901234567890123,18446744073709551615]"
+        );
+        let yaml = p(
+            "application/x-yaml",
+            "arg: [20261206195204221114, 1.5, 1234567890123456789012345678901234567890123]",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .unwrap_or_default();
+        assert_eq!(
+            digits(&yaml["arg"]),
+            "[20261206195204221114,1.5,1234567890123456789012345678901234567890123]"
+        );
+        let form = p(
+            "application/x-www-form-urlencoded",
+            "arg=20261206195204221114&arg=-9223372036854775809&arg=1.5",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .unwrap_or_default();
+        assert_eq!(
+            digits(&form["arg"]),
+            "[20261206195204221114,-9223372036854775809,1.5]"
+        );
+    }
+
+    #[test]
     fn form_fields_follow_rest_cherrypy() {
         let v = p(
             "application/x-www-form-urlencoded",
