@@ -3,7 +3,7 @@
 //! `prometheus-client` families (no locks taken per request beyond the family's map lookup).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -75,16 +75,15 @@ pub struct Stats {
     pub master_latency: Family<CmdLabels, Histogram>,
     /// Open descriptors, recounted at most once a second.
     fds: FdCount,
+    /// What `collect_stats` counts, for the reference's `CherryPy Applications` namespace.
+    pub cherrypy: crate::cpstats::AppCounters,
 }
 
 impl Default for Stats {
     fn default() -> Self {
         Stats {
             started: Instant::now(),
-            started_epoch: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
+            started_epoch: crate::cpstats::epoch_now(),
             requests_in_flight: AtomicUsize::new(0),
             requests_total: AtomicU64::new(0),
             streams_open: AtomicUsize::new(0),
@@ -95,6 +94,7 @@ impl Default for Stats {
             chunks: Family::default(),
             master_latency: Family::new_with_constructor(latency_histogram),
             fds: FdCount::new(),
+            cherrypy: Default::default(),
         }
     }
 }
@@ -218,17 +218,26 @@ impl Stats {
             .observe(seconds);
     }
 
-    /// `/stats`: Brine's figures under a `Brine` key, in the spirit of CherryPy's tree.
-    pub fn json(&self, enabled: bool, live: &Live) -> serde_json::Value {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+    /// `/stats`: the reference's two namespaces ([`crate::cpstats`]) and Brine's own figures
+    /// under a `Brine` key. `bind` is the listening address.
+    pub fn json(
+        &self,
+        enabled: bool,
+        live: &Live,
+        bind: std::net::SocketAddr,
+    ) -> serde_json::Value {
+        let now = crate::cpstats::epoch_now();
         let uptime = self.started.elapsed().as_secs_f64();
         let total = self.requests_total.load(Ordering::Relaxed);
         let heap = heap();
-        serde_json::json!({
-            "Brine": {
+        let mut doc = crate::cpstats::namespaces(
+            enabled,
+            &self.cherrypy,
+            self.requests_in_flight.load(Ordering::Relaxed),
+            self.started_epoch,
+            &crate::cpstats::ServerView::current(bind),
+        );
+        let brine = serde_json::json!({
                 "Enabled": enabled,
                 "Server Version": env!("CARGO_PKG_VERSION"),
                 "Start Time": self.started_epoch,
@@ -251,8 +260,9 @@ impl Stats {
                 "Open File Descriptors": self.open_fds(),
                 "Heap Allocated Bytes": heap.0,
                 "Heap Resident Bytes": heap.1,
-            }
-        })
+        });
+        doc.insert("Brine".into(), brine);
+        serde_json::Value::Object(doc)
     }
 
     /// `/metrics`: Prometheus text exposition.
@@ -427,7 +437,11 @@ mod tests {
         assert!(text.contains("brine_lowstate_chunks_total{client=\"local\",outcome=\"ok\"} 1"));
         assert!(text.contains("brine_event_bus_events_total 5"));
         assert!(text.contains("brine_open_fds "));
-        let json = s.json(false, &live);
+        let json = s.json(
+            false,
+            &live,
+            "127.0.0.1:8000".parse().unwrap_or_else(|e| panic!("{e}")),
+        );
         assert_eq!(json["Brine"]["Total Requests"], 1);
         assert_eq!(json["Brine"]["Enabled"], false);
     }

@@ -146,6 +146,42 @@ async fn tls_root_prefix_app_and_static_match_the_reference() {
     )
     .await;
     assert_eq!(r.json()["Brine"]["Enabled"], true, "collect_stats");
+    // The reference's namespaces, every field with its JSON type, with requests counted.
+    let cherry_token = login(&format!("{}/api", st.cherry), &st.creds()).await;
+    let c = send(
+        &st.cherry,
+        &Req::get("/api/stats").header("X-Auth-Token", &cherry_token),
+    )
+    .await;
+    assert_eq!(c.status, 200, "{}", c.text());
+    let b = r.json();
+    assert_stats_shape(&b, &c.json());
+    let apps = &b["CherryPy Applications"];
+    assert_eq!(apps["Enabled"], true);
+    assert!(apps["Total Requests"].as_u64() >= Some(3), "{apps}");
+    assert!(apps["Total Bytes Read"].as_u64() > Some(0), "{apps}");
+    assert!(apps["Total Bytes Written"].as_u64() > Some(0), "{apps}");
+    // This very request, still being handled, and a finished one with its status and size.
+    let line = |r: &serde_json::Value| r["Request-Line"].as_str().unwrap_or("").to_owned();
+    let records: Vec<&serde_json::Value> = apps["Requests"]
+        .as_object()
+        .map(|m| m.values().collect())
+        .unwrap_or_default();
+    assert!(
+        records
+            .iter()
+            .any(|r| line(r).starts_with("GET /api/stats HTTP/") && r["End Time"].is_null()),
+        "{apps}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| line(r).starts_with("POST /api/ HTTP/")
+                && r["Response Status"] == "200 OK"
+                && r["Bytes Read"].as_u64() > Some(0)
+                && r["Bytes Written"].as_u64() > Some(0)),
+        "{apps}"
+    );
 }
 
 #[tokio::test]

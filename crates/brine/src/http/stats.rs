@@ -17,7 +17,10 @@ pub async fn stats(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Resp
         session::gate_request(app, &req.headers, ctx).await?;
     }
     let format = req.format()?;
-    let body = app.stats.json(app.settings.rest.collect_stats, &app.live());
+    let bind = std::net::SocketAddr::new(app.settings.rest.host, app.settings.rest.port);
+    let body = app
+        .stats
+        .json(app.settings.rest.collect_stats, &app.live(), bind);
     Ok(ok(format, StatusCode::OK, &body))
 }
 
