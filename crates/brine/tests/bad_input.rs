@@ -205,3 +205,53 @@ fn slow_client(addr: &str, wait: Duration, line: &str) -> Duration {
         std::thread::sleep(Duration::from_millis(800));
     }
 }
+
+/// A refusal reaches a client that is still sending its body (Brine reads and discards the
+/// rest, as nginx's lingering close does): 401 without a token, with a bad one and on a hook,
+/// 413 over `max_request_body_size`, for clients that write the whole body before reading
+/// (Python's `http.client`, curl without `Expect`), at 1 to 150 MiB.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_reach_clients_still_uploading() {
+    let st = st();
+    let token = login(&st.brine, &st.creds()).await;
+    let bad = "X-Auth-Token: 0123456789abcdef0123456789abcdef01234567";
+    let good = format!("X-Auth-Token: {token}");
+    let root = format!("{}/", st.brine);
+    let hook = format!("{}/hook/upload", st.brine);
+    let cases: Vec<(&str, &str, Vec<&str>, u16)> = vec![
+        ("POST / without a token", root.as_str(), vec![], 401),
+        ("POST / with a bad token", root.as_str(), vec![bad], 401),
+        ("POST /hook without a token", hook.as_str(), vec![], 401),
+        (
+            "POST / over the body limit",
+            root.as_str(),
+            vec![good.as_str()],
+            413,
+        ),
+    ];
+    let pid = st.brine_pid();
+    let base_rss = rss_kib(pid);
+    for (what, url, headers, want) in &cases {
+        for mib in [1, 5, 20, 150] {
+            for (client, got) in [
+                ("http.client", upload_python(st, url, mib, None, headers)),
+                ("curl", upload_curl(st, url, mib, None, headers)),
+            ] {
+                let (status, body) =
+                    got.unwrap_or_else(|e| panic!("{what}, {mib} MiB, {client}: {e}"));
+                assert_eq!(status, *want, "{what}, {mib} MiB, {client}: {body}");
+                // The error page names the status (rest_cherrypy's HTML error page).
+                assert!(
+                    body.contains(&want.to_string()),
+                    "{what}: the answer's body: {body}"
+                );
+            }
+        }
+    }
+    // Discarded, not kept: the bodies went through without growing the process.
+    let grown = rss_kib(pid).saturating_sub(base_rss);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    // And service goes on.
+    let r = send(&st.brine, &Req::get("/").header("X-Auth-Token", &token)).await;
+    assert_eq!(r.status, 200);
+}

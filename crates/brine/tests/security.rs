@@ -456,3 +456,36 @@ async fn json_logs_and_the_audit_file_follow_sighup() {
     );
     drop(b);
 }
+
+/// A 429 reaches a client that is still sending its body (the rest is read and discarded),
+/// for clients that write the whole body before reading, at 1 to 150 MiB.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_reaches_a_client_still_uploading() {
+    let st = st();
+    let bad = json!({"username": "fileuser", "password": "guess", "eauth": "file"});
+    let addr = [127, 0, 0, 5];
+    let source = "127.0.0.5";
+    let prober = client_from(addr);
+    let url = format!("{}/login", st.brine);
+    for mib in [1, 5, 20, 150] {
+        for client in ["http.client", "curl"] {
+            // The address is over its allowance right before the upload.
+            let mut throttled = false;
+            for _ in 0..5 {
+                if post_login(&prober, &st.brine, &bad).await.0 == 429 {
+                    throttled = true;
+                    break;
+                }
+            }
+            assert!(throttled, "127.0.0.5 never throttled");
+            let got = if client == "curl" {
+                upload_curl(st, &url, mib, Some(source), &[])
+            } else {
+                upload_python(st, &url, mib, Some(source), &[])
+            };
+            let (status, body) = got.unwrap_or_else(|e| panic!("{mib} MiB, {client}: {e}"));
+            assert_eq!(status, 429, "{mib} MiB, {client}: {body}");
+            assert!(body.contains("429"), "{mib} MiB, {client}: {body}");
+        }
+    }
+}
