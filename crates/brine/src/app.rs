@@ -30,6 +30,8 @@ pub struct App {
     /// `minions.connected` answers shared by concurrent `local` calls of one caller (`None`
     /// when the master could not answer).
     pub connected_minions: crate::coalesce::Coalescer<Option<Vec<String>>>,
+    /// The master's runner functions, to answer a misspelt one at once.
+    pub runner_functions: crate::clients::runner::RunnerFunctions,
     /// A weak handle on this `App`, for work that outlives a request (background calls).
     pub me: std::sync::Weak<App>,
     /// Cancelled when Brine starts to stop (SIGTERM): streams end at once, cleanly, so that

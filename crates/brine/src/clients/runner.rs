@@ -9,10 +9,14 @@
 //! ahead of the reply) for `timeout` seconds or the master's `rest_timeout`, else 504.
 //!
 //! Salt's Python client checks that the runner function exists before sending (it loads the
-//! runner modules itself). Brine cannot; for an unknown function the master replies with a jid
-//! and its runner process then dies without any event (a Salt bug: `UnboundLocalError` in
-//! `mixins.low`). So Brine waits for the runner's `new` event, which every runner that started
-//! fires at once, and answers 500 like the reference when it does not come within
+//! runner modules itself) and answers 500 at once when it does not. Brine asks the master for
+//! its runner functions instead (`doc.runner`, with the caller's credentials, so the master's
+//! ACL applies) and keeps the names ([`RunnerFunctions`]): a function not among them is
+//! answered 500 at once. The first call races the list against the call itself, since for an
+//! unknown function the master replies with a jid and its runner process then dies without
+//! any event (a Salt bug: `UnboundLocalError` in `mixins.low`). When no list can be had (the
+//! caller may not run `doc.runner`), Brine falls back to waiting for the runner's `new` event,
+//! which every runner that started fires at once, and answers 500 when it does not come within
 //! [`START_TIMEOUT`] (`runner` and `runner_async` alike).
 //!
 //! One difference from Python remains: Salt's client also drops keyword arguments the runner
@@ -22,6 +26,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use salt_wire::event::Event;
 
 use serde_json::{json, Map, Value};
@@ -40,6 +45,112 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 const CRED_KEYS: [&str; 7] = [
     "username", "password", "eauth", "token", "client", "user", "key",
 ];
+
+/// A function missing from a list fetched longer ago than this is looked up again (a runner
+/// module may have been added since) before the call is refused.
+const LIST_FRESH: Duration = Duration::from_secs(10);
+
+/// How long one credential's `doc.runner` answer (or its refusal) is reused.
+const LIST_PER_CREDENTIAL: Duration = Duration::from_secs(10);
+
+/// How long fetching the list may take.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The names of the master's runner functions, as its `doc.runner` lists them: the same for
+/// every caller, fetched with the credentials of a caller who may run `doc.runner`.
+pub struct RunnerFunctions {
+    names: std::sync::Mutex<Option<(std::time::Instant, Arc<std::collections::HashSet<String>>)>>,
+    fetches: crate::coalesce::Coalescer<Option<Arc<std::collections::HashSet<String>>>>,
+}
+
+impl Default for RunnerFunctions {
+    fn default() -> Self {
+        RunnerFunctions {
+            names: std::sync::Mutex::new(None),
+            fetches: crate::coalesce::Coalescer::new(LIST_PER_CREDENTIAL),
+        }
+    }
+}
+
+impl RunnerFunctions {
+    /// What the list already says of `fun` without asking: `Some(true)` when it is there,
+    /// `Some(false)` when a fresh list lacks it, `None` when the master must be asked.
+    fn known(&self, fun: &str) -> Option<bool> {
+        let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, set) = names.as_ref()?;
+        if set.contains(fun) {
+            Some(true)
+        } else if at.elapsed() < LIST_FRESH {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the master has the runner function `fun`; `None` when that cannot be known
+    /// (the list could not be fetched with the credentials of `load`).
+    async fn exists(&self, app: &App, load: &Map<String, Value>, fun: &str) -> Option<bool> {
+        if let Some(known) = self.known(fun) {
+            return Some(known);
+        }
+        let mut ask = Map::new();
+        for k in CRED_KEYS {
+            if let Some(v) = load.get(k) {
+                ask.insert(k.into(), v.clone());
+            }
+        }
+        let creds = serde_json::to_vec(&ask).unwrap_or_default();
+        ask.insert("fun".into(), json!("doc.runner"));
+        ask.insert("kwarg".into(), json!({"arg": [], "kwarg": {}}));
+        let key = crate::coalesce::key(&[b"doc.runner", &creds]);
+        let Some(app) = app.self_ref() else {
+            return None;
+        };
+        let set = self
+            .fetches
+            .get(key, move || async move { fetch_names(&app, ask).await })
+            .await?;
+        *self.names.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), set.clone()));
+        Some(set.contains(fun))
+    }
+}
+
+/// Runs `doc.runner` (the load carries the caller's credentials) and keeps the names.
+async fn fetch_names(
+    app: &App,
+    load: Map<String, Value>,
+) -> Option<Arc<std::collections::HashSet<String>>> {
+    let (reply, mut watch, started) =
+        match start(app, load, LIST_TIMEOUT, std::future::pending()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = ?e, "cannot list the master's runner functions");
+                return None;
+            }
+        };
+    let ev = match started {
+        Started::Done(ev) => ev,
+        Started::Unknown => return None,
+        Started::Running => {
+            let ret_tag = format!("{}/ret", reply.get("tag").and_then(Value::as_str)?);
+            let deadline = tokio::time::Instant::now() + LIST_TIMEOUT;
+            loop {
+                match tokio::time::timeout_at(deadline, watch.recv()).await {
+                    Ok(Some(HubMsg::Event(ev))) if ev.tag.starts_with(&ret_tag) => break ev,
+                    Ok(Some(HubMsg::Event(_))) => {}
+                    _ => return None,
+                }
+            }
+        }
+    };
+    let names = ev.data.get("return")?.as_object()?;
+    tracing::debug!(
+        functions = names.len(),
+        "listed the master's runner functions"
+    );
+    Some(Arc::new(names.keys().cloned().collect()))
+}
 
 /// `salt.utils.args.parse_kwarg`: `name=value` with `name` matching `[^\d\W][\w.-]*` and the
 /// value not starting with `=`.
@@ -167,10 +278,13 @@ enum Started {
 /// Sends the runner command and waits until the runner has started (its `new` event) or
 /// finished, at most `limit`. Returns the master's `{tag, jid}` reply, the watch on the jid,
 /// and how far the runner got.
+/// `exists` says whether the function is one of the master's (see [`RunnerFunctions`]): a
+/// `Some(false)` answers 500 at once, whatever the runner is doing.
 async fn start(
     app: &App,
     load: Map<String, Value>,
     limit: Duration,
+    exists: impl std::future::Future<Output = Option<bool>>,
 ) -> Result<(Value, JidWatch, Started), ApiError> {
     app.bus_ready().await?;
     let reply = app.master.runner(load).await?;
@@ -181,8 +295,20 @@ async fn start(
     crate::audit::note_jid(jid);
     let mut watch = app.hub.watch(jid);
     let deadline = tokio::time::Instant::now() + limit.min(START_TIMEOUT);
+    let exists = exists.fuse();
+    tokio::pin!(exists);
     loop {
-        match tokio::time::timeout_at(deadline, watch.recv()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, watch.recv()) => next,
+            known = &mut exists => {
+                if known == Some(false) {
+                    tracing::warn!(jid, "the master has no such runner function (not in its doc.runner list)");
+                    return Err(ApiError::Internal);
+                }
+                continue;
+            }
+        };
+        match next {
             Err(_) if limit < START_TIMEOUT => {
                 // The caller's own timeout is the shorter one: a 504, as in the reference.
                 return Err(ApiError::GatewayTimeout);
@@ -223,8 +349,32 @@ fn unknown_function(ev: &Event, fun: &str) -> bool {
 /// `runner_async`: the master's `{"tag", "jid"}`, once the runner has started.
 pub async fn runner_async(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
     let call = reformat(Client::RunnerAsync, chunk)?;
-    let (reply, _, _) = start(app, call.load, START_TIMEOUT).await?;
+    let (reply, _, _) = checked_start(app, call.load, START_TIMEOUT).await?;
     Ok(reply)
+}
+
+/// [`start`] for a caller's call: refused at once, without asking the master to run it, when
+/// the master's runner list is known and lacks the function; else raced against that list.
+async fn checked_start(
+    app: &App,
+    load: Map<String, Value>,
+    limit: Duration,
+) -> Result<(Value, JidWatch, Started), ApiError> {
+    let fun = load
+        .get("fun")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    if app.runner_functions.known(&fun) == Some(false) {
+        tracing::warn!(
+            fun,
+            "the master has no such runner function (not in its doc.runner list)"
+        );
+        return Err(ApiError::Internal);
+    }
+    let creds = load.clone();
+    let exists = app.runner_functions.exists(app, &creds, &fun);
+    start(app, load, limit, exists).await
 }
 
 /// `runner`: the runner's return, or the whole `{"tag", "data"}` event with `full_return`.
@@ -255,7 +405,7 @@ pub async fn runner(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiEr
             ev.data.get("return").cloned().unwrap_or(Value::Null)
         })
     };
-    let (reply, mut watch, started) = start(app, load, wait).await?;
+    let (reply, mut watch, started) = checked_start(app, load, wait).await?;
     let jid = reply.get("jid").and_then(Value::as_str).unwrap_or("");
     match started {
         Started::Done(ev) => return finish(ev),
