@@ -341,7 +341,7 @@ fn read_rest(
             root_prefix,
             enable_sessions: r.boolean("enable_sessions", true)?,
             webhook: segment("webhook_url", "hook")?,
-            app: app.as_ref().map(|_| app_path.clone()),
+            app: app_path.clone(),
             static_path: static_dir.as_ref().map(|_| static_path.clone()),
             favicon: favicon.is_some(),
         },

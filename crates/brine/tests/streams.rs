@@ -226,6 +226,55 @@ async fn ws_both_forms_match_the_reference() {
     );
 }
 
+/// The 101 of `/ws` carries the reference's headers (ws4py's `Content-Type` and
+/// `Sec-WebSocket-Version` besides the handshake, `Allow`, CORS and the session cookie).
+#[tokio::test]
+async fn ws_upgrade_headers_match_the_reference() {
+    let st = stream_stack();
+    let s = sessions(st).await;
+    let headers = |base: &str, token: &str| {
+        let url = format!("{}/ws/{token}", base.replace("http://", "ws://"));
+        async move {
+            let mut req = url
+                .clone()
+                .into_client_request()
+                .unwrap_or_else(|e| panic!("{e}"));
+            req.headers_mut().insert(
+                "Origin",
+                "https://ui.example"
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
+            let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+                .await
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            let _ = ws.close(None).await;
+            resp.headers().clone()
+        }
+    };
+    let b = headers(&st.brine, &s.brine).await;
+    let c = headers(&st.cherry, &s.cherry).await;
+    for name in [
+        "content-type",
+        "allow",
+        "access-control-allow-origin",
+        "access-control-expose-headers",
+        "access-control-allow-credentials",
+        "upgrade",
+        "connection",
+        "sec-websocket-version",
+        "sec-websocket-accept",
+    ] {
+        let value = |h: &tokio_tungstenite::tungstenite::http::HeaderMap| {
+            h.get(name)
+                .map(|v| v.to_str().unwrap_or("").to_ascii_lowercase())
+        };
+        assert!(value(&c).is_some(), "the reference sends {name}: {c:?}");
+        assert_eq!(value(&b), value(&c), "{name}");
+    }
+    assert!(b.contains_key("set-cookie") && c.contains_key("set-cookie"));
+}
+
 #[tokio::test]
 async fn hook_bodies_and_their_events_match_the_reference() {
     let st = stream_stack();

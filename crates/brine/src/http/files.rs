@@ -27,10 +27,12 @@ use crate::app::SharedApp;
 
 /// Whether the HTML override serves the app page for this request.
 pub fn html_override(app: &SharedApp, path: &str, accept: Option<&str>) -> bool {
-    let routes = &app.settings.rest.routes;
-    let Some(app_path) = routes.app.as_deref() else {
+    // Only with an `app` configured (the reference's `html_override_tool`).
+    if app.settings.rest.app.is_none() {
         return false;
-    };
+    }
+    let routes = &app.settings.rest.routes;
+    let app_path = &routes.app;
     let local = routes.local(path).unwrap_or(path);
     let static_path = routes.static_path.as_deref().unwrap_or("static");
     if local.starts_with(&format!("/{app_path}")) || local.starts_with(&format!("/{static_path}")) {

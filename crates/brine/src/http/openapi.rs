@@ -217,16 +217,14 @@ fn paths(cfg: &RouteConfig) -> Vec<(String, Endpoint, Vec<Op>)> {
             ),
         ]);
     }
-    if cfg.app.is_some() {
-        out.push((
-            Endpoint::App,
-            vec![get(
-                "The configured web application (app)",
-                false,
-                ("200", &["text/html"]),
-            )],
-        ));
-    }
+    out.push((
+        Endpoint::App,
+        vec![get(
+            "The configured web application (app; 404 when none is configured)",
+            false,
+            ("200", &["text/html"]),
+        )],
+    ));
     if cfg.static_path.is_some() {
         out.push((
             Endpoint::Static(vec!["x".into()]),
@@ -275,7 +273,7 @@ pub fn template(e: &Endpoint, cfg: &RouteConfig) -> String {
         Endpoint::Ws(t) => one("ws", t, "token"),
         Endpoint::AllEvents(_) => "/all_events/{token}".into(),
         Endpoint::FormattedEvents(_) => "/formatted_events/{token}".into(),
-        Endpoint::App => format!("/{}", cfg.app.as_deref().unwrap_or("app")),
+        Endpoint::App => format!("/{}", cfg.app),
         Endpoint::Static(_) => format!(
             "/{}/{{file}}",
             cfg.static_path.as_deref().unwrap_or("static")
@@ -448,7 +446,7 @@ mod tests {
             root_prefix: prefix.into(),
             enable_sessions: sessions,
             webhook: "hook".into(),
-            app: files.then(|| "app".into()),
+            app: "app".into(),
             static_path: files.then(|| "static".into()),
             favicon: files,
         }

@@ -166,8 +166,9 @@ pub struct RouteConfig {
     pub enable_sessions: bool,
     /// `webhook_url` without slashes (default `hook`).
     pub webhook: String,
-    /// `app_path` without slashes, when `app` is configured.
-    pub app: Option<String>,
+    /// `app_path` without slashes (default `app`): mounted whether or not `app` is
+    /// configured, as in the reference (without it the page is a 404 with `Allow`).
+    pub app: String,
     /// `static_path` without slashes, when `static` is configured.
     pub static_path: Option<String>,
     /// Whether `favicon` is configured.
@@ -215,7 +216,7 @@ fn resolve(path: &str, cfg: &RouteConfig) -> Result<Route, ApiError> {
     if cfg.static_path.as_deref() == Some(*first) {
         return route(Endpoint::Static(all()));
     }
-    if cfg.app.as_deref() == Some(*first) {
+    if cfg.app == *first {
         return route(Endpoint::App);
     }
     if *first == cfg.webhook {
@@ -282,7 +283,7 @@ pub(crate) mod tests {
             root_prefix: prefix.into(),
             enable_sessions: sessions,
             webhook: "hook".into(),
-            app: Some("app".into()),
+            app: "app".into(),
             static_path: Some("static".into()),
             favicon: false,
         }

@@ -160,9 +160,23 @@ pub async fn ws(
             Kind::TornadoAll | Kind::TornadoFormatted => "tornado-ws",
         },
     };
-    Ok(upgrade
+    let cherrypy = matches!(kind, Kind::CherryPlain | Kind::CherryFormatted);
+    let mut resp = upgrade
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| run(app, socket, kind, owner)))
+        .on_upgrade(move |socket| run(app, socket, kind, owner));
+    if cherrypy {
+        // rest_cherrypy's (ws4py's) 101 carries these two besides the handshake's own.
+        let h = resp.headers_mut();
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("text/plain;charset=utf-8"),
+        );
+        h.insert(
+            axum::http::header::SEC_WEBSOCKET_VERSION,
+            axum::http::HeaderValue::from_static("13"),
+        );
+    }
+    Ok(resp)
 }
 
 async fn run(app: SharedApp, socket: WebSocket, kind: Kind, mut owner: Owner) {
