@@ -11,6 +11,7 @@ mod check;
 mod cli;
 mod clients;
 mod coalesce;
+mod cpstats;
 mod feed;
 mod formatted;
 mod http;
@@ -244,6 +245,7 @@ async fn run(
         ),
         settings: settings.clone(),
         connected_minions: coalesce::Coalescer::new(std::time::Duration::from_secs(1)),
+        runner_functions: Default::default(),
         me: me.clone(),
         stopping: tokio_util::sync::CancellationToken::new(),
     });

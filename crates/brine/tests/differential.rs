@@ -44,6 +44,15 @@ async fn welcome_document_and_routing() {
     same(st, "unknown path", &Req::get("/nonexistent/path")).await;
     same(st, "extra segment", &Req::get("/login/extra")).await;
     same(st, "trailing slash", &Req::get("/login/")).await;
+    // The app page is mounted without an `app` too: a 404 with its `Allow`.
+    let (b, _) = same(st, "GET /app without app", &Req::get("/app")).await;
+    assert_eq!((b.status, b.header("allow")), (404, Some("GET, HEAD")));
+    same(
+        st,
+        "GET /app/deep/link without app",
+        &Req::get("/app/deep/link"),
+    )
+    .await;
     // (CherryPy wants a Content-Length on PUT, else 411: send a body.)
     let mut put = Req::post_json("/", &json!({}));
     put.method = reqwest::Method::PUT;
@@ -411,4 +420,92 @@ async fn acl_refusals_come_from_the_master() {
         &Req::post("/token", "application/json", ""),
     )
     .await;
+}
+
+/// `/stats` has rest_cherrypy's namespaces with every field and JSON type (salt-netapi-client's
+/// `Stats` model reads them), here with `collect_stats` off; `options` checks it on.
+#[tokio::test]
+async fn stats_has_the_reference_keys_and_types() {
+    let st = stack();
+    let s = sessions(st).await;
+    let req = Req::get("/stats");
+    let b = send(&st.brine, &with_token(req.clone(), &s.brine)).await;
+    let c = send(&st.cherry, &with_token(req, &s.cherry)).await;
+    assert_eq!((b.status, c.status), (200, 200), "{}", b.text());
+    assert_stats_shape(&b.json(), &c.json());
+    // Brine's own figures stay under their key.
+    assert!(b.json()["Brine"]["Total Requests"].is_u64(), "{}", b.text());
+}
+
+/// Numbers beyond 64 bits reach the master as the reference sends them (a jid-like integer
+/// and one msgpack cannot hold become strings, floats stay floats), from JSON, YAML and form
+/// bodies alike.
+#[tokio::test]
+async fn integers_beyond_64_bits() {
+    let st = stack();
+    let s = sessions(st).await;
+    let bodies = [
+        (
+            "application/json",
+            r#"{"client": "local", "tgt": "m1", "fun": "test.arg", "arg": [20261206195204221114, 1.5, 12345678901234567890123, 18446744073709551615, -9223372036854775809]}"#,
+        ),
+        (
+            "application/x-yaml",
+            "{client: local, tgt: m1, fun: test.arg, arg: [20261206195204221114, 1.5, 12345678901234567890123]}",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            "client=local&tgt=m1&fun=test.arg&arg=20261206195204221114&arg=1.5&arg=12345678901234567890123",
+        ),
+    ];
+    for (ct, body) in bodies {
+        let req = Req::post("/", ct, body);
+        let (b, _) = same_session(st, &s, ct, &req).await;
+        let args = &b.json()["return"][0]["m1"]["args"];
+        assert_eq!(args[0], "20261206195204221114", "{ct}: {}", b.text());
+        assert_eq!(args[1], 1.5, "{ct}");
+        assert_eq!(args[2], "12345678901234567890123", "{ct}");
+    }
+}
+
+/// A misspelt runner function is answered as the reference answers it (500), at once: Brine
+/// checks the name against the master's runner list (`doc.runner`, fetched with the caller's
+/// credentials) instead of waiting for a runner that never starts.
+#[tokio::test]
+async fn a_misspelt_runner_function_answers_at_once() {
+    let st = stack();
+    let s = sessions(st).await;
+    for client in ["runner", "runner_async", "runner"] {
+        let req = Req::post_json("/", &json!({"client": client, "fun": "nope.nope"}));
+        let started = std::time::Instant::now();
+        let (b, _) = same_session(st, &s, client, &req).await;
+        let took = started.elapsed();
+        assert_eq!(b.status, 500, "{}", b.text());
+        // The first call may wait for the list itself (one runner job on the master);
+        // later ones know it.
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "{client}: {took:?} (the reference answers at once)"
+        );
+    }
+    let req = Req::post_json("/", &json!({"client": "runner", "fun": "nope.again"}));
+    let started = std::time::Instant::now();
+    let b = send(&st.brine, &with_token(req, &s.brine)).await;
+    assert_eq!(b.status, 500, "{}", b.text());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        st.brine_log().contains("not in its doc.runner list"),
+        "the log says why"
+    );
+    // Functions that exist still run.
+    let ok = Req::post_json(
+        "/",
+        &json!({"client": "runner", "fun": "test.arg", "arg": ["x"]}),
+    );
+    let b = send(&st.brine, &with_token(ok, &s.brine)).await;
+    assert_eq!(b.json()["return"][0]["args"], json!(["x"]), "{}", b.text());
 }

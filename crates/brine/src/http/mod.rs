@@ -12,6 +12,7 @@
 pub mod access_log;
 pub mod body;
 pub mod error;
+mod linger;
 pub mod negotiate;
 pub mod routes;
 pub mod session;
@@ -131,22 +132,23 @@ impl Req {
                 return Err(ApiError::PayloadTooLarge(limit));
             }
         }
-        let body = std::mem::take(&mut self.body);
-        let bytes = match http_body_util::Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                return Err(ApiError::PayloadTooLarge(limit))
-            }
-            Err(_) => {
+        // Read frame by frame rather than through `Limited`, so that a body over the limit
+        // stays here, unread, for the lingering close (linger.rs) to drain.
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = self.body.frame().await {
+            let Ok(frame) = frame else {
                 return Err(ApiError::BadRequest(
                     "The request body could not be read".into(),
-                ))
+                ));
+            };
+            if let Some(data) = frame.data_ref() {
+                if buf.len() + data.len() > limit {
+                    return Err(ApiError::PayloadTooLarge(limit));
+                }
+                buf.extend_from_slice(data);
             }
-        };
-        Ok(bytes)
+        }
+        Ok(buf.freeze())
     }
 
     /// The kill switch of the request's connection.
@@ -184,6 +186,38 @@ pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Res
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
+    // `collect_stats`: the request as the reference's `Requests` shows it, and its body's
+    // bytes counted as they are read.
+    let counted = app.settings.rest.collect_stats.then(|| {
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let line = format!(
+            "{} {} {:?}",
+            parts.method,
+            loggable_path(
+                app.settings
+                    .rest
+                    .routes
+                    .resolve(&path)
+                    .map_or("unknown", |r| r.endpoint.name()),
+                &path
+            ),
+            parts.version
+        );
+        let id = app.stats.cherrypy.begin(peer.to_string(), line);
+        (id, read)
+    });
+    let body = match &counted {
+        Some((_, read)) => {
+            let read = read.clone();
+            Body::new(body.map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    read.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                frame
+            }))
+        }
+        None => body,
+    };
     let origin = parts.headers.get(header::ORIGIN).cloned();
     let preflight_method = parts
         .headers
@@ -209,6 +243,10 @@ pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Res
     // Errors are rendered in the negotiated format when there is one.
     let err_format = req.format().unwrap_or(Format::Json);
     let result = route(&app, &mut req, &mut ctx, &path, preflight_method.as_deref()).await;
+    // Answered before its body was read (a refusal): the client may still be sending it.
+    if linger::unread(&req.body) {
+        linger::drain(std::mem::take(&mut req.body));
+    }
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -225,6 +263,25 @@ pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Res
         app.settings.rest.cors_origin.as_ref(),
     );
     app.stats.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
+    if let Some((id, read)) = counted {
+        let status = resp.status();
+        app.stats.cherrypy.end(
+            id,
+            crate::cpstats::Outcome {
+                bytes_read: read.load(Ordering::Relaxed),
+                bytes_written: resp
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok()),
+                status: &format!(
+                    "{} {}",
+                    status.as_str(),
+                    status.canonical_reason().unwrap_or("")
+                ),
+            },
+        );
+    }
     app.stats.record_request(
         ctx.route,
         req.method.as_str(),

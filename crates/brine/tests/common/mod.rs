@@ -655,9 +655,15 @@ pub fn normalize_cookie(v: &str) -> String {
 /// Sends `req` to both servers and returns (brine, reference).
 pub async fn both(st: &Stack, req: &Req) -> (Resp, Resp) {
     let b = send(&st.brine, req).await;
+    let c = send_reference(st, req).await;
+    (b, c)
+}
+
+/// Sends `req` to the reference. Its session-tool race (see `login`) fails a login now and
+/// then with a 500: a `/login` answered 500 is asked again (a 500 it gives on purpose stays a
+/// 500).
+pub async fn send_reference(st: &Stack, req: &Req) -> Resp {
     let mut c = send(&st.cherry, req).await;
-    // The reference's session-tool race (see `login`) fails a login now and then with a 500;
-    // ask the reference again (a 500 it gives on purpose stays a 500).
     if req.path.ends_with("/login") {
         for _ in 0..3 {
             if c.status != 500 {
@@ -667,7 +673,7 @@ pub async fn both(st: &Stack, req: &Req) -> (Resp, Resp) {
             c = send(&st.cherry, req).await;
         }
     }
-    (b, c)
+    c
 }
 
 /// Asserts that both servers answer `req` the same way (after normalization).
@@ -691,7 +697,7 @@ pub async fn same_session(st: &Stack, s: &Sessions, what: &str, req: &Req) -> (R
 /// carrying each server's own token).
 pub async fn same2(st: &Stack, what: &str, req_b: &Req, req_c: &Req) -> (Resp, Resp) {
     let b = send(&st.brine, req_b).await;
-    let c = send(&st.cherry, req_c).await;
+    let c = send_reference(st, req_c).await;
     let (sb, sc) = (shape(&b), shape(&c));
     assert_eq!(
         sb,
@@ -971,4 +977,148 @@ impl Stack {
             .and_then(|c| c.as_ref().map(|c| c.id()))
             .unwrap_or(0)
     }
+}
+
+/// The JSON type of a value as a typed client reads it (integers and floats apart: Gson and
+/// Go refuse `1.5` for an `int` field).
+pub fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Every key path of a `/stats` answer with the JSON types found there. The keys that name
+/// things rather than fields (the server's id, request and thread names) read `*`, so two
+/// answers compare by their fields.
+pub fn stats_type_paths(
+    v: &Value,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<&'static str>> {
+    fn walk(
+        v: &Value,
+        path: &str,
+        named: bool,
+        out: &mut std::collections::BTreeMap<String, std::collections::BTreeSet<&'static str>>,
+    ) {
+        out.entry(path.to_owned()).or_default().insert(json_type(v));
+        if let Value::Object(m) = v {
+            for (k, child) in m {
+                let key = if named {
+                    "*"
+                } else if path.is_empty() && k.starts_with("Cheroot HTTPServer ") {
+                    "Cheroot HTTPServer *"
+                } else {
+                    k.as_str()
+                };
+                let names_below = !named && (k == "Requests" || k == "Worker Threads");
+                walk(child, &format!("{path}/{key}"), names_below, out);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(v, "", false, &mut out);
+    out
+}
+
+/// Checks that every key path of the reference's `/stats` answer is in Brine's with the
+/// same JSON type (for the per-request and per-thread records, a type the reference shows
+/// there; a record still being handled has `null`s where a finished one has numbers).
+pub fn assert_stats_shape(brine: &Value, reference: &Value) {
+    let b = stats_type_paths(brine);
+    let c = stats_type_paths(reference);
+    for (path, types) in &c {
+        let Some(ours) = b.get(path) else {
+            panic!("/stats: Brine lacks {path} ({types:?})\nBrine: {brine}");
+        };
+        let in_records = path.contains("/*/");
+        let same = if in_records {
+            !ours.is_disjoint(types)
+        } else {
+            ours == types
+        };
+        assert!(
+            same,
+            "/stats {path}: Brine has {ours:?}, the reference {types:?}"
+        );
+    }
+}
+
+/// How a client that sends its whole body before reading saw a request end: the status and
+/// body, or the error it got instead (`BrokenPipeError`, a reset).
+pub type UploadOutcome = Result<(u16, String), String>;
+
+/// POSTs a body of `mib` MiB to `url` with Python's `http.client` (tests/clients/upload.py),
+/// from `source` when given; `headers` as `Name: value`.
+pub fn upload_python(
+    st: &Stack,
+    url: &str,
+    mib: u32,
+    source: Option<&str>,
+    headers: &[&str],
+) -> UploadOutcome {
+    let mut cmd = Command::new(st.venv.join("bin/python"));
+    cmd.arg(repo().join("crates/brine/tests/clients/upload.py"))
+        .arg(url)
+        .arg(mib.to_string());
+    if let Some(s) = source {
+        cmd.args(["--source", s]);
+    }
+    for h in headers {
+        cmd.args(["--header", h]);
+    }
+    let out = cmd.output().map_err(|e| format!("python: {e}"))?;
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("upload.py: {e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    match v["status"].as_u64() {
+        Some(s) => Ok((s as u16, v["body"].as_str().unwrap_or("").to_owned())),
+        None => Err(v["error"].as_str().unwrap_or("?").to_owned()),
+    }
+}
+
+/// The same with curl, posting a file of `mib` MiB (`--data-binary @file`) without
+/// `Expect: 100-continue` (so curl sends the body at once, as a script's client does).
+pub fn upload_curl(
+    st: &Stack,
+    url: &str,
+    mib: u32,
+    source: Option<&str>,
+    headers: &[&str],
+) -> UploadOutcome {
+    let file = st.root.join(format!("upload-{mib}.bin"));
+    if !file.exists() {
+        let f = std::fs::File::create(&file).map_err(|e| e.to_string())?;
+        f.set_len(u64::from(mib) << 20).map_err(|e| e.to_string())?;
+    }
+    let body_file = st
+        .root
+        .join(format!("upload-answer-{}.txt", std::process::id()));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "120", "-H", "Expect:"])
+        .args(["-H", "Content-Type: application/json", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg("-o")
+        .arg(&body_file)
+        .args(["-w", "%{http_code}"]);
+    if let Some(s) = source {
+        cmd.args(["--interface", s]);
+    }
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().map_err(|e| format!("curl: {e}"))?;
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "curl exit {}: {} (code {code})",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let body = std::fs::read_to_string(&body_file).unwrap_or_default();
+    Ok((code.parse().unwrap_or(0), body))
 }
