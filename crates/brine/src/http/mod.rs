@@ -269,11 +269,7 @@ pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Res
             id,
             crate::cpstats::Outcome {
                 bytes_read: read.load(Ordering::Relaxed),
-                bytes_written: resp
-                    .headers()
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok()),
+                bytes_written: body_size(&resp),
                 status: &format!(
                     "{} {}",
                     status.as_str(),
@@ -296,11 +292,7 @@ pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Res
             method: req.method.to_string(),
             path: path.clone(),
             status: resp.status().as_u16(),
-            size: resp
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok()),
+            size: body_size(&resp),
             referer: req
                 .headers
                 .get(header::REFERER)
@@ -461,6 +453,16 @@ async fn route(
         (Endpoint::Favicon, _) => files::favicon(app, files::FileReq::from(&*req), path).await,
         (Endpoint::OpenApi, _) => Ok(openapi_json(app)),
     }
+}
+
+/// The size of a response's body: its `Content-Length`, or the exact size of a body held in
+/// memory (hyper writes that length itself); `None` for a streamed body.
+fn body_size(resp: &Response) -> Option<u64> {
+    resp.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .or_else(|| hyper::body::Body::size_hint(resp.body()).exact())
 }
 
 /// Adds the headers every response carries (spec §1.6).
