@@ -3,7 +3,8 @@
 //!
 //! What is "honoured" is not a list kept by hand: the configuration records every option the
 //! settings code asks for ([`MasterConfig::reads`]), so the report cannot drift from the code.
-//! Each honoured option is printed with its value (secrets masked) and the file that set it, or
+//! Each honoured option is printed with its value (secrets masked: text under a name like a
+//! password's, a private key anywhere) and the file that set it, or
 //! as `(default: value)` (`(default)` alone where the default follows from other options).
 //! Warnings: `rest_cherrypy` keys Brine does not implement, keys it accepts and ignores,
 //! `brine:` keys it does not know (typos), and a `rest_tornado` block (Brine serves
@@ -19,18 +20,31 @@ use serde_json::Value;
 
 use crate::settings::{Overrides, Settings, IGNORED_REST_KEYS};
 
-/// Option names whose values are never printed.
-const SECRET_WORDS: [&str; 4] = ["password", "passwd", "secret", "token"];
+/// Words in an option's name that make its text value a secret (never printed). Numbers and
+/// booleans are printed whatever the name (`token_expire`, `brine.events_query_token`): a
+/// secret is text.
+const SECRET_WORDS: [&str; 7] = [
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "credential",
+    "api_key",
+    "apikey",
+];
 
 /// Longest value printed; longer ones are cut.
 const VALUE_WIDTH: usize = 120;
 
+/// How a value is printed: masked when it is a secret (text under a secret's name, or a
+/// private key whatever the name), cut when long.
 fn shown(name: &str, v: &Value) -> String {
     let last = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
-    if SECRET_WORDS.iter().any(|w| last.contains(w)) {
+    let text = v.to_string();
+    let scalar = matches!(v, Value::Bool(_) | Value::Number(_) | Value::Null);
+    if (!scalar && SECRET_WORDS.iter().any(|w| last.contains(w))) || text.contains("PRIVATE KEY") {
         return "<masked>".into();
     }
-    let text = v.to_string();
     if text.chars().count() > VALUE_WIDTH {
         let cut: String = text.chars().take(VALUE_WIDTH).collect();
         format!("{cut}…")
@@ -204,6 +218,47 @@ mod tests {
         assert!(!text.contains("thread_pool ="), "{text}");
         assert_eq!(shown("brine.redis_password", &json!("x")), "<masked>");
         assert_eq!(shown("rest_cherrypy.port", &json!(8000)), "8000");
+    }
+
+    /// The report's line for option `name` (empty if it has none).
+    fn line<'t>(text: &'t str, name: &str) -> &'t str {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn only_secrets_are_masked() {
+        let c = cfg(
+            json!({"token_expire": 3600, "rest_cherrypy": {"port": 8000, "disable_ssl": true},
+                   "brine": {}}),
+        );
+        let (text, ok) = report(&c, &Overrides::default());
+        assert!(ok, "{text}");
+        assert!(line(&text, "token_expire").contains("= 3600"), "{text}");
+        assert!(
+            line(&text, "brine.token_cache").ends_with("(default: 10000)"),
+            "{text}"
+        );
+        assert!(
+            line(&text, "brine.events_query_token").ends_with("(default: false)"),
+            "{text}"
+        );
+        assert!(!text.contains("<masked>"), "{text}");
+        // Text named like a secret, and a private key whatever its name, stay masked.
+        for (name, value) in [
+            ("brine.redis_password", json!("hunter2")),
+            ("brine.api_token", json!("0123abcd")),
+            ("brine.client_secret", json!(["s3cret"])),
+            ("brine.tls", json!("-----BEGIN PRIVATE KEY-----\nMIIE...")),
+        ] {
+            assert_eq!(shown(name, &value), "<masked>", "{name}");
+        }
+        // A key file's path is not its contents.
+        assert_eq!(
+            shown("rest_cherrypy.ssl_key", &json!("/etc/pki/api.key")),
+            "\"/etc/pki/api.key\""
+        );
     }
 
     #[test]
