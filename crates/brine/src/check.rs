@@ -3,9 +3,11 @@
 //!
 //! What is "honoured" is not a list kept by hand: the configuration records every option the
 //! settings code asks for ([`MasterConfig::reads`]), so the report cannot drift from the code.
-//! Each honoured option is printed with its value (secrets masked: text under a name like a
-//! password's, a private key anywhere) and the file that set it, or
-//! as `(default: value)` (`(default)` alone where the default follows from other options).
+//! The settings are read collecting errors ([`Settings::read_all`]): one bad value neither
+//! stops the reading of the others nor turns them into warnings. Each honoured option is
+//! printed with its value (secrets masked: text under a name like a password's, a private key
+//! anywhere) and the file that set it, or as `(default: value)`, or `(not set)` for an option
+//! without a default (a path, a list, a mapping that is simply absent).
 //! Warnings: `rest_cherrypy` keys Brine does not implement, keys it accepts and ignores,
 //! `brine:` keys it does not know (typos), and a `rest_tornado` block (Brine serves
 //! rest_tornado's URLs from the rest_cherrypy listener and reads nothing from that block).
@@ -66,10 +68,9 @@ pub fn report(cfg: &MasterConfig, over: &Overrides) -> (String, bool) {
     for f in &files {
         let _ = writeln!(out, "  {f}");
     }
-    let settings = Settings::from_config(cfg, over);
     let mut errors = Vec::new();
-    match &settings {
-        Err(e) => errors.push(e.to_string()),
+    match Settings::read_all(cfg, over) {
+        Err(all) => errors.extend(all.iter().map(ToString::to_string)),
         Ok(s) => {
             if let (false, Some(crt), Some(key)) =
                 (s.rest.disable_ssl, &s.rest.ssl_crt, &s.rest.ssl_key)
@@ -94,22 +95,19 @@ pub fn report(cfg: &MasterConfig, over: &Overrides) -> (String, bool) {
     let width = reads.iter().map(String::len).max().unwrap_or(0);
     let _ = writeln!(out, "\nOptions Brine honours (value, file):");
     for name in &reads {
-        match cfg.lookup(name) {
-            Some(v) => {
-                let _ = writeln!(
-                    out,
-                    "  {name:width$} = {}    {}",
-                    shown(name, v),
-                    cfg.source(name).display()
-                );
-            }
-            None => {
-                let default = cfg.default_of(name).map_or_else(
-                    || "(default)".to_owned(),
-                    |d| format!("(default: {})", shown(name, &d)),
-                );
-                let _ = writeln!(out, "  {name:width$}   {default}");
-            }
+        if let Some(v) = cfg.lookup(name) {
+            let _ = writeln!(
+                out,
+                "  {name:width$} = {}    {}",
+                shown(name, v),
+                cfg.source(name).display()
+            );
+        } else {
+            let default = cfg.default_of(name).map_or_else(
+                || "(not set)".to_owned(),
+                |d| format!("(default: {})", shown(name, &d)),
+            );
+            let _ = writeln!(out, "  {name:width$}   {default}");
         }
     }
     let mut warnings = Vec::new();
@@ -228,10 +226,63 @@ mod tests {
     }
 
     #[test]
+    fn one_bad_value_hides_no_other_option() {
+        for (bad, culprit) in [
+            (
+                json!({"rest_cherrypy": {"port": "eighty", "host": "127.0.0.1", "disable_ssl": true,
+                                         "webhook_url": "/h"},
+                       "brine": {"pool_size": 3}}),
+                "rest_cherrypy.port",
+            ),
+            (
+                json!({"rest_cherrypy": {"port": 8000, "ssl_crt": "/nonexistent.crt",
+                                         "ssl_key": "/nonexistent.key", "host": "127.0.0.1",
+                                         "webhook_url": "/h"},
+                       "brine": {"pool_size": 3}}),
+                "rest_cherrypy.ssl_crt",
+            ),
+            (
+                json!({"ret_port": "x", "rest_cherrypy": {"port": 8000, "host": "127.0.0.1",
+                                                         "disable_ssl": true, "webhook_url": "/h"},
+                       "brine": {"pool_size": 3}}),
+                "'ret_port'",
+            ),
+        ] {
+            let (text, ok) = report(&cfg(bad), &Overrides::default());
+            assert!(!ok, "{text}");
+            let errors = text.split("\nErrors:").nth(1).unwrap_or_default();
+            assert!(errors.contains(culprit), "{culprit} not in:\n{text}");
+            assert!(!text.contains("Warnings:"), "{text}");
+            assert!(
+                line(&text, "rest_cherrypy.host").contains("= \"127.0.0.1\""),
+                "{text}"
+            );
+            assert!(
+                line(&text, "rest_cherrypy.webhook_url").contains("= \"/h\""),
+                "{text}"
+            );
+            assert!(line(&text, "brine.pool_size").contains("= 3"), "{text}");
+            assert!(
+                line(&text, "utc_jid").contains("(default: false)"),
+                "{text}"
+            );
+        }
+        // Every bad value is reported, not only the first.
+        let c = cfg(
+            json!({"ret_port": "x", "rest_cherrypy": {"port": "eighty", "disable_ssl": true},
+                           "brine": {"pool_size": 0}}),
+        );
+        let (text, ok) = report(&c, &Overrides::default());
+        assert!(!ok, "{text}");
+        for culprit in ["'ret_port'", "rest_cherrypy.port", "brine.pool_size"] {
+            assert!(text.contains(culprit), "{culprit} not in:\n{text}");
+        }
+    }
+
+    #[test]
     fn only_secrets_are_masked() {
         let c = cfg(
-            json!({"token_expire": 3600, "rest_cherrypy": {"port": 8000, "disable_ssl": true},
-                   "brine": {}}),
+            json!({"token_expire": 3600, "rest_cherrypy": {"port": 8000, "disable_ssl": true}}),
         );
         let (text, ok) = report(&c, &Overrides::default());
         assert!(ok, "{text}");
@@ -259,6 +310,53 @@ mod tests {
             shown("rest_cherrypy.ssl_key", &json!("/etc/pki/api.key")),
             "\"/etc/pki/api.key\""
         );
+    }
+
+    #[test]
+    fn every_option_is_listed_with_its_default_without_a_block() {
+        let c = cfg(json!({"rest_cherrypy": {"port": 8000, "disable_ssl": true}}));
+        let (text, ok) = report(&c, &Overrides::default());
+        assert!(ok, "{text}");
+        for (name, default) in [
+            ("brine.pool_size", "4"),
+            ("brine.pool_queue", "10000"),
+            ("brine.connect_timeout", "3.0"),
+            ("brine.token_cache", "10000"),
+            ("brine.body_max_depth", "64"),
+            ("brine.event_ring", "10000"),
+            ("brine.event_ring_bytes", "16777216"),
+            ("brine.event_ring_seconds", "300.0"),
+            ("brine.stream_buffer", "4096"),
+            ("brine.stream_buffer_bytes", "67108864"),
+            ("brine.events_query_token", "false"),
+            ("brine.hook_redact_auth_headers", "true"),
+            ("brine.metrics_disable_auth", "false"),
+            ("brine.enable_ssh", "false"),
+            ("brine.login_rate_limit", "10"),
+            ("brine.login_burst", "10"),
+            ("brine.login_rate_limit_failures_only", "true"),
+            // Constant defaults show their value too.
+            ("rest_cherrypy.max_request_body_size", "104857600"),
+            ("rest_cherrypy.socket_queue_size", "1024"),
+            ("rest_cherrypy.queue_size", "1024"),
+            ("rest_cherrypy.webhook_url", "\"/hook\""),
+            ("rest_cherrypy.root_prefix", "\"/\""),
+            ("rest_cherrypy.host", "\"0.0.0.0\""),
+            ("hash_type", "\"sha256\""),
+            ("interface", "\"0.0.0.0\""),
+            ("transport", "\"zeromq\""),
+        ] {
+            let l = line(&text, name);
+            assert!(
+                l.ends_with(&format!("(default: {default})")),
+                "{name}: {l:?} in:\n{text}"
+            );
+        }
+        assert!(
+            line(&text, "brine.audit_log_file").ends_with("(not set)"),
+            "{text}"
+        );
+        assert!(!text.contains("(default)"), "{text}");
     }
 
     #[test]
