@@ -5,9 +5,9 @@
 //! settings code asks for ([`MasterConfig::reads`]), so the report cannot drift from the code.
 //! The settings are read collecting errors ([`Settings::read_all`]): one bad value neither
 //! stops the reading of the others nor turns them into warnings. Each honoured option is
-//! printed with its value (secrets masked: text under a name like a password's, a private key
-//! anywhere) and the file that set it, or as `(default: value)`, or `(not set)` for an option
-//! without a default (a path, a list, a mapping that is simply absent).
+//! printed with its value (secrets masked) and the file that set it, `--host`/`--port` as the
+//! value they replace, or as `(default: value)`, or `(not set)` for an option without a default
+//! (a path, a list, a mapping that is simply absent).
 //! Warnings: `rest_cherrypy` keys Brine does not implement, keys it accepts and ignores,
 //! `brine:` keys it does not know (typos), and a `rest_tornado` block (Brine serves
 //! rest_tornado's URLs from the rest_cherrypy listener and reads nothing from that block).
@@ -92,10 +92,36 @@ pub fn report(cfg: &MasterConfig, over: &Overrides) -> (String, bool) {
         .into_iter()
         .filter(|k| !ignored.contains(k))
         .collect();
+    // The command line's replacements: (option, flag, value).
+    let overrides: Vec<(&str, &str, Value)> = [
+        (
+            "rest_cherrypy.host",
+            "--host",
+            over.host.map(|h| h.to_string().into()),
+        ),
+        ("rest_cherrypy.port", "--port", over.port.map(Value::from)),
+    ]
+    .into_iter()
+    .filter_map(|(name, flag, v)| Some((name, flag, v?)))
+    .collect();
     let width = reads.iter().map(String::len).max().unwrap_or(0);
     let _ = writeln!(out, "\nOptions Brine honours (value, file):");
     for name in &reads {
-        if let Some(v) = cfg.lookup(name) {
+        let set = cfg.lookup(name);
+        if let Some((_, flag, v)) = overrides.iter().find(|(n, _, _)| n == name) {
+            let replaced = set.map_or_else(String::new, |f| {
+                format!(
+                    " (replaces {} from {})",
+                    shown(name, f),
+                    cfg.source(name).display()
+                )
+            });
+            let _ = writeln!(
+                out,
+                "  {name:width$} = {}    {flag}{replaced}",
+                shown(name, v)
+            );
+        } else if let Some(v) = set {
             let _ = writeln!(
                 out,
                 "  {name:width$} = {}    {}",
@@ -357,6 +383,42 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("(default)"), "{text}");
+    }
+
+    #[test]
+    fn host_and_port_overrides_are_shown() {
+        let c =
+            cfg(json!({"rest_cherrypy": {"port": 8000, "host": "10.0.0.1", "disable_ssl": true}}));
+        let over = Overrides {
+            host: Some([127, 0, 0, 1].into()),
+            port: Some(8123),
+        };
+        let (text, ok) = report(&c, &over);
+        assert!(ok, "{text}");
+        let port = line(&text, "rest_cherrypy.port");
+        assert!(
+            port.contains("= 8123") && port.contains("--port") && port.contains("8000"),
+            "{text}"
+        );
+        let host = line(&text, "rest_cherrypy.host");
+        assert!(
+            host.contains("= \"127.0.0.1\"") && host.contains("--host"),
+            "{text}"
+        );
+        assert!(!text.contains("Warnings:"), "{text}");
+        // --port without a rest_cherrypy block serves plain HTTP: the report says so.
+        let (text, ok) = report(
+            &cfg(json!({})),
+            &Overrides {
+                host: None,
+                port: Some(8123),
+            },
+        );
+        assert!(ok, "{text}");
+        assert!(
+            line(&text, "rest_cherrypy.disable_ssl").ends_with("(default: true)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub struct Cli {
     pub disable_keepalive: bool,
 
     /// Listen on this address instead of rest_cherrypy.host.
-    #[arg(long = "host")]
+    #[arg(long = "host", global = true)]
     pub host: Option<IpAddr>,
 
     /// Listen on this port instead of rest_cherrypy.port.

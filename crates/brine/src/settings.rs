@@ -246,8 +246,13 @@ fn read_rest(
     no_block: bool,
     over: &Overrides,
 ) -> Result<RestSettings, ConfigError> {
+    // `--port` and `--host` replace the file's values, which are still recorded as read (they
+    // are honoured options, overridden) but not checked.
     let port = match over.port {
-        Some(p) => p,
+        Some(p) => {
+            r.raw("port");
+            p
+        }
         None => match r.raw("port") {
             None => r.reject(
                 "port",
@@ -259,7 +264,10 @@ fn read_rest(
     };
     let any = IpAddr::from([0, 0, 0, 0]);
     let host = match over.host {
-        Some(h) => h,
+        Some(h) => {
+            r.raw("host");
+            h
+        }
         None => {
             let h = r.string_or("host", "0.0.0.0")?;
             match h.trim_matches(['[', ']']).parse() {

@@ -158,3 +158,37 @@ fn check_config_lists_honoured_options_with_their_files() {
     );
     assert!(!text.contains("panicked"), "{text}");
 }
+
+#[test]
+fn check_config_takes_host_and_port_and_shows_them() {
+    let dir = config_dir(
+        "check-over",
+        "rest_cherrypy:\n  port: 8000\n  host: 10.0.0.1\n  disable_ssl: true\n",
+        &[],
+    );
+    let d = dir.to_str().unwrap_or("");
+    let (code, text) = brine(&[
+        "check-config",
+        "-c",
+        d,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8123",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no line for {name} in:\n{text}"))
+            .to_owned()
+    };
+    assert!(line("rest_cherrypy.port").contains("= 8123"), "{text}");
+    assert!(line("rest_cherrypy.port").contains("--port"), "{text}");
+    assert!(
+        line("rest_cherrypy.host").contains("\"127.0.0.1\""),
+        "{text}"
+    );
+    assert!(line("rest_cherrypy.host").contains("--host"), "{text}");
+    assert!(!text.contains("Warnings:"), "{text}");
+}
