@@ -62,8 +62,9 @@ pub struct Cli {
     #[arg(long = "pid-file")]
     pub pid_file: Option<PathBuf>,
 
-    /// Accepted for salt-api compatibility: Brine runs in the foreground (use systemd or your
-    /// init system to supervise it).
+    /// Run in the background, as salt-api does: returns once Brine serves (a bad configuration
+    /// is reported first); the daemon leaves the terminal's session, works in /, and logs only
+    /// to --log-file and the configured log files.
     #[arg(short = 'd', long = "daemon")]
     pub daemon: bool,
 
@@ -72,7 +73,7 @@ pub struct Cli {
     pub disable_keepalive: bool,
 
     /// Listen on this address instead of rest_cherrypy.host.
-    #[arg(long = "host")]
+    #[arg(long = "host", global = true)]
     pub host: Option<IpAddr>,
 
     /// Listen on this port instead of rest_cherrypy.port.

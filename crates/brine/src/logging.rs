@@ -11,6 +11,9 @@
 //! busy journald holds up the writer thread, not the answers; only when a sink is that many
 //! lines behind does logging wait for it, so no line is ever dropped (the audit trail least
 //! of all). The queues are flushed when [`Logging`] is dropped, at the end of `main`.
+//!
+//! The console's queue also carries a daemon's ready line ([`Logging::daemon_ready`]), so that
+//! the command waiting for it has read every line logged before.
 
 use std::fs::File;
 use std::io::Write;
@@ -77,6 +80,26 @@ impl Write for LogFileWriter {
     }
 }
 
+/// The console: stderr, which a daemon leaves for `/dev/null` right after writing its ready
+/// line (see [`crate::daemon`]).
+struct Console;
+
+impl Write for Console {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf == crate::daemon::READY {
+            // Whether the command still reads or not, the daemon is on its own from here.
+            let _ = std::io::stderr().write_all(buf);
+            crate::daemon::detach_stderr();
+            return Ok(buf.len());
+        }
+        std::io::stderr().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// How many lines a sink's queue holds before logging waits for its writer thread: some
 /// megabytes of lines, seconds of a busy daemon's logging at `debug`.
 pub const QUEUED_LINES: usize = 16_384;
@@ -94,10 +117,17 @@ fn queued<W: Write + Send + 'static>(writer: W) -> (NonBlocking, WorkerGuard) {
 /// when this is dropped.
 pub struct Logging {
     files: Vec<Arc<LogFile>>,
+    console: NonBlocking,
     _queues: Vec<WorkerGuard>,
 }
 
 impl Logging {
+    /// A daemon listens: tells the command that started it, after every line logged so far,
+    /// and leaves stderr (see [`crate::daemon`]).
+    pub fn daemon_ready(&self) {
+        let _ = self.console.clone().write_all(crate::daemon::READY);
+    }
+
     /// The log files, for [`reopen`].
     pub fn files(&self) -> Vec<Arc<LogFile>> {
         self.files.clone()
@@ -159,7 +189,8 @@ pub fn init(cli: &cli::Cli, debug: bool, files: Files<'_>) -> Result<Logging, St
     let mut queues = Vec::new();
     let mut layers: Vec<Boxed> = Vec::new();
     let ansi = format == LogFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (stderr, guard) = queued(std::io::stderr());
+    let (stderr, guard) = queued(Console);
+    let console_queue = stderr.clone();
     queues.push(guard);
     layers.push(
         fmt_layer(format, stderr, ansi)
@@ -204,6 +235,7 @@ pub fn init(cli: &cli::Cli, debug: bool, files: Files<'_>) -> Result<Logging, St
         .map_err(|e| e.to_string())?;
     Ok(Logging {
         files: opened,
+        console: console_queue,
         _queues: queues,
     })
 }

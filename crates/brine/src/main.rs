@@ -12,6 +12,7 @@ mod cli;
 mod clients;
 mod coalesce;
 mod cpstats;
+mod daemon;
 mod feed;
 mod formatted;
 mod http;
@@ -49,7 +50,24 @@ fn main() -> ExitCode {
     // Purge freed pages in the background (jemalloc's default decay, about 10 s), also while
     // the process is idle.
     let purging = tikv_jemalloc_ctl::background_thread::write(true);
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
+    // `-d`: this process is either the command, which starts the daemon and waits for it, or
+    // the daemon it started (daemon.rs).
+    let daemon_child = daemon::is_child();
+    if daemon_child {
+        if let Err(e) = daemon::new_session() {
+            eprintln!("brine: -d: cannot start a new session: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let daemonize = cli.daemon && cli.command.is_none();
+    let started_in = std::env::current_dir().ok();
+    if daemonize {
+        if let Err(e) = daemon::leave_cwd(&mut cli) {
+            eprintln!("brine: -d: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let config_file = cli.config_dir.join("master");
     let cfg = match MasterConfig::load(&config_file) {
         Ok(c) => c,
@@ -64,6 +82,16 @@ fn main() -> ExitCode {
     };
     if let Some(cli::Command::CheckConfig) = cli.command {
         return check::run(&cfg, &over);
+    }
+    if daemonize && !daemon_child {
+        // A bad configuration is reported here, on the terminal, before any daemon starts;
+        // what only the daemon meets (a log file, the certificate, the port) comes back
+        // through daemon::start.
+        if let Err(e) = Settings::from_config(&cfg, &over) {
+            eprintln!("brine: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+        return daemon::start(started_in.as_deref());
     }
     // `rest_cherrypy.debug` raises the log level; peek at it before logging starts so that
     // every note about the configuration is logged once, at the right level.
@@ -104,9 +132,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if cli.daemon {
-        tracing::warn!("-d/--daemon: Brine stays in the foreground; let systemd or the init system supervise it");
-    }
     if let Some(pid_file) = &cli.pid_file {
         if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
             tracing::error!("--pid-file {}: {e}", pid_file.display());
@@ -129,7 +154,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run(settings, logging.files(), streams.handle().clone()));
+    let ready = || {
+        if daemon_child {
+            logging.daemon_ready();
+        }
+    };
+    let code = runtime.block_on(run(
+        settings,
+        logging.files(),
+        streams.handle().clone(),
+        ready,
+    ));
     streams.shutdown_timeout(std::time::Duration::from_secs(1));
     if let Some(pid_file) = &cli.pid_file {
         let _ = std::fs::remove_file(pid_file);
@@ -169,10 +204,12 @@ fn lower_priority(nicer: i32) -> rustix::io::Result<()> {
     rustix::process::setpriority_process(me, (now + nicer).min(19))
 }
 
+/// Serves until SIGTERM or SIGINT; `ready` is called once Brine listens.
 async fn run(
     settings: Settings,
     log_files: Vec<Arc<logging::LogFile>>,
     streams: tokio::runtime::Handle,
+    ready: impl FnOnce(),
 ) -> ExitCode {
     let tls = if settings.rest.disable_ssl {
         None
@@ -283,6 +320,7 @@ async fn run(
         "Brine {} listening", env!("CARGO_PKG_VERSION")
     );
     reopen_on_sighup(log_files, app.access_log.clone());
+    ready();
     // The accept loop is a task of the runtime, not the future `main` blocks on: a new
     // connection is then taken by whichever worker is already running, instead of waiting
     // for the main thread to be woken and given a CPU. Under load that wait was the longest

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use salt_wire::config::{ConfigError, MasterConfig, MasterOptions, Reader};
+use salt_wire::config::{ConfigError, ConfigErrors, MasterConfig, MasterOptions, Reader};
 
 use crate::http::routes::RouteConfig;
 
@@ -156,78 +156,78 @@ pub struct Overrides {
 }
 
 impl Settings {
-    /// Reads the settings from a loaded master configuration.
+    /// Reads the settings from a loaded master configuration; the first bad value is the
+    /// error.
     pub fn from_config(cfg: &MasterConfig, over: &Overrides) -> Result<Settings, ConfigError> {
-        let master = MasterOptions::from_config(cfg)?;
-        let top = Reader::top(cfg);
-        // Without a `rest_cherrypy` block, `--port` alone serves plain HTTP with the defaults.
-        let with_default;
-        let rest_cfg = if cfg.get("rest_cherrypy").is_none() && over.port.is_some() {
-            let mut values = cfg.values.clone();
-            values.insert(
-                "rest_cherrypy".into(),
-                serde_json::json!({"disable_ssl": true}),
-            );
-            with_default = cfg.with_values(values);
-            &with_default
-        } else {
-            cfg
-        };
-        let rest = match Reader::block(rest_cfg, "rest_cherrypy")? {
-            Some(r) => read_rest(&r, rest_cfg, over)?,
-            None => {
-                return Err(cfg.error(
-                    "rest_cherrypy",
-                    "missing: Brine serves the rest_cherrypy API and needs at least \
-                     `rest_cherrypy: {port: 8000}` (or --port)",
-                ))
+        Settings::read_all(cfg, over).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// Reads every option, going on past bad values (their fallbacks stand in), so that every
+    /// option is recorded as read and every bad value is in the answer (never empty when it
+    /// is an error). `brine check-config` reports from this; the daemon reads the same way.
+    pub fn read_all(cfg: &MasterConfig, over: &Overrides) -> Result<Settings, Vec<ConfigError>> {
+        let errors = ConfigErrors::default();
+        let read = Settings::read(&Reader::top(cfg).collecting(&errors), cfg, over);
+        let mut errors = errors.into_vec();
+        match read {
+            Ok(s) if errors.is_empty() => Ok(s),
+            Ok(_) => Err(errors),
+            Err(e) => {
+                errors.push(e);
+                Err(errors)
+            }
+        }
+    }
+
+    fn read(
+        top: &Reader<'_>,
+        cfg: &MasterConfig,
+        over: &Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let master = MasterOptions::from_reader(top)?;
+        let block = cfg.get("rest_cherrypy");
+        let rest = top.section("rest_cherrypy")?;
+        let rest = match block {
+            Some(serde_json::Value::Object(_)) => read_rest(&rest, false, over)?,
+            // Without a `rest_cherrypy` block, `--port` alone serves plain HTTP.
+            None if over.port.is_some() => read_rest(&rest, true, over)?,
+            _ => {
+                if block.is_none() {
+                    top.reject(
+                        "rest_cherrypy",
+                        "missing: Brine serves the rest_cherrypy API and needs at least \
+                         `rest_cherrypy: {port: 8000}` (or --port)",
+                        (),
+                    )?;
+                }
+                // Missing or not a mapping (`section` said so): its options are still read
+                // (and listed), without the errors that follow (no port, no certificate).
+                let consequences = ConfigErrors::default();
+                read_rest(&rest.collecting(&consequences), false, over)?
             }
         };
-        let b = Reader::block(cfg, "brine")?;
+        let b = top.section("brine")?;
         let default_pool = master.worker_threads.saturating_sub(1).clamp(1, 16);
-        let brine = match b {
-            Some(b) => BrineSettings {
-                pool_size: b.integer("pool_size", default_pool, 1, 1024)? as usize,
-                pool_queue: b.integer("pool_queue", 10_000, 0, 1_000_000)? as usize,
-                connect_timeout: b.seconds("connect_timeout", 3.0)?,
-                token_cache: b.integer("token_cache", 10_000, 1, 10_000_000)? as usize,
-                body_max_depth: b.integer("body_max_depth", 64, 4, 1024)? as usize,
-                event_ring: b.integer("event_ring", 10_000, 0, 10_000_000)? as usize,
-                event_ring_bytes: b.integer("event_ring_bytes", 16 << 20, 0, 1 << 40)? as usize,
-                event_ring_seconds: b.seconds("event_ring_seconds", 300.0)?,
-                stream_buffer: b.integer("stream_buffer", 4096, 16, 1_000_000)? as usize,
-                stream_buffer_bytes: b.integer("stream_buffer_bytes", 64 << 20, 1 << 20, 1 << 40)?
-                    as usize,
-                events_query_token: b.boolean("events_query_token", false)?,
-                hook_redact_auth_headers: b.boolean("hook_redact_auth_headers", true)?,
-                metrics_disable_auth: b.boolean("metrics_disable_auth", false)?,
-                enable_ssh: b.boolean("enable_ssh", false)?,
-                login_rate_limit: b.integer("login_rate_limit", 10, 0, 1_000_000)?,
-                login_burst: b.integer("login_burst", 10, 1, 1_000_000)?,
-                login_rate_limit_failures_only: b
-                    .boolean("login_rate_limit_failures_only", true)?,
-                audit_log_file: b.string("audit_log_file")?.map(PathBuf::from),
-            },
-            None => BrineSettings {
-                pool_size: default_pool as usize,
-                pool_queue: 10_000,
-                connect_timeout: Duration::from_secs(3),
-                token_cache: 10_000,
-                body_max_depth: 64,
-                event_ring: 10_000,
-                event_ring_bytes: 16 << 20,
-                event_ring_seconds: Duration::from_secs(300),
-                stream_buffer: 4096,
-                stream_buffer_bytes: 64 << 20,
-                events_query_token: false,
-                hook_redact_auth_headers: true,
-                metrics_disable_auth: false,
-                enable_ssh: false,
-                login_rate_limit: 10,
-                login_burst: 10,
-                login_rate_limit_failures_only: true,
-                audit_log_file: None,
-            },
+        let brine = BrineSettings {
+            pool_size: b.integer("pool_size", default_pool, 1, 1024)? as usize,
+            pool_queue: b.integer("pool_queue", 10_000, 0, 1_000_000)? as usize,
+            connect_timeout: b.seconds("connect_timeout", 3.0)?,
+            token_cache: b.integer("token_cache", 10_000, 1, 10_000_000)? as usize,
+            body_max_depth: b.integer("body_max_depth", 64, 4, 1024)? as usize,
+            event_ring: b.integer("event_ring", 10_000, 0, 10_000_000)? as usize,
+            event_ring_bytes: b.integer("event_ring_bytes", 16 << 20, 0, 1 << 40)? as usize,
+            event_ring_seconds: b.seconds("event_ring_seconds", 300.0)?,
+            stream_buffer: b.integer("stream_buffer", 4096, 16, 1_000_000)? as usize,
+            stream_buffer_bytes: b.integer("stream_buffer_bytes", 64 << 20, 1 << 20, 1 << 40)?
+                as usize,
+            events_query_token: b.boolean("events_query_token", false)?,
+            hook_redact_auth_headers: b.boolean("hook_redact_auth_headers", true)?,
+            metrics_disable_auth: b.boolean("metrics_disable_auth", false)?,
+            enable_ssh: b.boolean("enable_ssh", false)?,
+            login_rate_limit: b.integer("login_rate_limit", 10, 0, 1_000_000)?,
+            login_burst: b.integer("login_burst", 10, 1, 1_000_000)?,
+            login_rate_limit_failures_only: b.boolean("login_rate_limit_failures_only", true)?,
+            audit_log_file: b.string("audit_log_file")?.map(PathBuf::from),
         };
         Ok(Settings {
             config_file: cfg.main_file.clone(),
@@ -239,34 +239,44 @@ impl Settings {
     }
 }
 
+/// Reads the `rest_cherrypy:` block (`no_block`: there is none, `--port` stands in for it and
+/// TLS is off by default).
 fn read_rest(
     r: &Reader<'_>,
-    cfg: &MasterConfig,
+    no_block: bool,
     over: &Overrides,
 ) -> Result<RestSettings, ConfigError> {
+    // `--port` and `--host` replace the file's values, which are still recorded as read (they
+    // are honoured options, overridden) but not checked.
     let port = match over.port {
-        Some(p) => p,
+        Some(p) => {
+            r.raw("port");
+            p
+        }
         None => match r.raw("port") {
-            None => {
-                return Err(cfg.error(
-                    "rest_cherrypy.port",
-                    "missing: salt-api starts rest_cherrypy only when `port` is set",
-                ))
-            }
+            None => r.reject(
+                "port",
+                "missing: salt-api starts rest_cherrypy only when `port` is set",
+                0,
+            )?,
             Some(_) => r.integer("port", 0, 1, 65535)? as u16,
         },
     };
+    let any = IpAddr::from([0, 0, 0, 0]);
     let host = match over.host {
-        Some(h) => h,
-        None => match r.string("host")? {
-            None => IpAddr::from([0, 0, 0, 0]),
-            Some(h) => h
-                .trim_matches(['[', ']'])
-                .parse()
-                .map_err(|_| r.error("host", format!("{h:?} is not an IP address")))?,
-        },
+        Some(h) => {
+            r.raw("host");
+            h
+        }
+        None => {
+            let h = r.string_or("host", "0.0.0.0")?;
+            match h.trim_matches(['[', ']']).parse() {
+                Ok(ip) => ip,
+                Err(_) => r.reject("host", format!("{h:?} is not an IP address"), any)?,
+            }
+        }
     };
-    let disable_ssl = r.boolean("disable_ssl", false)?;
+    let disable_ssl = r.boolean("disable_ssl", no_block)?;
     // `debug` only raises the log level (main.rs reads it before logging starts); checked here
     // so a bad value is still an error.
     r.boolean("debug", false)?;
@@ -275,30 +285,25 @@ fn read_rest(
     let ssl_crt = path("ssl_crt")?;
     let ssl_key = path("ssl_key")?;
     if !disable_ssl && (ssl_crt.is_none() || ssl_key.is_none()) {
-        return Err(r.error(
+        r.reject(
             "ssl_crt",
             "ssl_crt and ssl_key are required unless disable_ssl is true",
-        ));
+            (),
+        )?;
     }
     for (k, p) in [("ssl_crt", &ssl_crt), ("ssl_key", &ssl_key)] {
         if let (false, Some(p)) = (disable_ssl, p) {
             if !p.is_file() {
-                return Err(r.error(k, format!("{} does not exist", p.display())));
+                r.reject(k, format!("{} does not exist", p.display()), ())?;
             }
         }
     }
-    let max_body = match r.raw("max_request_body_size") {
-        None => 100 * 1024 * 1024,
-        Some(_) => r.integer("max_request_body_size", 0, 1, 1 << 40)? as usize,
-    };
-    let listen_backlog = match ["socket_queue_size", "queue_size"]
-        .into_iter()
-        .find(|k| r.raw(k).is_some())
-    {
-        Some(k) => r.integer(k, 0, 1, 65535)? as u32,
-        None => DEFAULT_LISTEN_BACKLOG,
-    };
-    let mut root_prefix = r.string("root_prefix")?.unwrap_or_else(|| "/".into());
+    let max_body = r.integer("max_request_body_size", 100 * 1024 * 1024, 1, 1 << 40)? as usize;
+    // `socket_queue_size` is the name rest_cherrypy documents, `queue_size` the key its code
+    // reads: the first one set, else the default.
+    let queue_size = r.integer("queue_size", u64::from(DEFAULT_LISTEN_BACKLOG), 1, 65535)?;
+    let listen_backlog = r.integer("socket_queue_size", queue_size, 1, 65535)? as u32;
+    let mut root_prefix = r.string_or("root_prefix", "/")?;
     if !root_prefix.starts_with('/') {
         root_prefix.insert(0, '/');
     }
@@ -306,7 +311,7 @@ fn read_rest(
     let existing = |k: &str, dir: bool| -> Result<Option<PathBuf>, ConfigError> {
         match path(k)? {
             Some(p) if (dir && p.is_dir()) || (!dir && p.is_file()) => Ok(Some(p)),
-            Some(p) => Err(r.error(k, format!("{} does not exist", p.display()))),
+            Some(p) => r.reject(k, format!("{} does not exist", p.display()), None),
             None => Ok(None),
         }
     };
@@ -316,18 +321,51 @@ fn read_rest(
     let static_dir = existing("static", true)?;
     let favicon = existing("favicon", false)?;
     let segment = |k: &str, default: &str| -> Result<String, ConfigError> {
-        Ok(r.string(k)?
-            .unwrap_or_else(|| default.into())
-            .trim_matches('/')
-            .to_owned())
+        Ok(r.string_or(k, default)?.trim_matches('/').to_owned())
     };
-    let app_path = segment("app_path", "app")?;
-    let static_path = segment("static_path", "static")?;
+    let app_path = segment("app_path", "/app")?;
+    let static_path = segment("static_path", "/static")?;
     for (k, why) in IGNORED_REST_KEYS {
         if r.raw(k).is_some() {
             tracing::info!("rest_cherrypy.{k} is accepted and ignored: {why}");
         }
     }
+    let cors_origin = match r.raw("cors_origin") {
+        None => None,
+        Some(serde_json::Value::String(s)) if s == "*" => Some(CorsOrigin::Any),
+        Some(_) => {
+            let list = r.string_list("cors_origin")?.unwrap_or_default();
+            if list.iter().any(|o| o == "*") {
+                Some(CorsOrigin::Any)
+            } else {
+                Some(CorsOrigin::List(list))
+            }
+        }
+    };
+    let api_acl = match r.raw("api_acl") {
+        None => None,
+        Some(serde_json::Value::Object(m)) => Some(m.clone()),
+        Some(_) => r.reject(
+            "api_acl",
+            "must be a mapping like {users: {name: [ip, ...]}}",
+            None,
+        )?,
+    };
+    let authorized_ips = match r.string_list("authorized_ips")? {
+        None => None,
+        Some(list) => {
+            let mut ips = Vec::with_capacity(list.len());
+            for ip in &list {
+                match ip.parse::<IpAddr>() {
+                    Ok(a) => ips.push(a),
+                    Err(_) => {
+                        r.reject("authorized_ips", format!("{ip:?} is not an IP address"), ())?
+                    }
+                }
+            }
+            Some(ips)
+        }
+    };
     Ok(RestSettings {
         host,
         port,
@@ -340,7 +378,7 @@ fn read_rest(
         routes: RouteConfig {
             root_prefix,
             enable_sessions: r.boolean("enable_sessions", true)?,
-            webhook: segment("webhook_url", "hook")?,
+            webhook: segment("webhook_url", "/hook")?,
             app: app_path.clone(),
             static_path: static_dir.as_ref().map(|_| static_path.clone()),
             favicon: favicon.is_some(),
@@ -351,40 +389,9 @@ fn read_rest(
         favicon,
         collect_stats: r.boolean("collect_stats", false)?,
         stats_disable_auth: r.boolean("stats_disable_auth", false)?,
-        cors_origin: match r.raw("cors_origin") {
-            None => None,
-            Some(serde_json::Value::String(s)) if s == "*" => Some(CorsOrigin::Any),
-            Some(_) => {
-                let list = r.string_list("cors_origin")?.unwrap_or_default();
-                if list.iter().any(|o| o == "*") {
-                    Some(CorsOrigin::Any)
-                } else {
-                    Some(CorsOrigin::List(list))
-                }
-            }
-        },
-        api_acl: match r.raw("api_acl") {
-            None => None,
-            Some(serde_json::Value::Object(m)) => Some(m.clone()),
-            Some(_) => {
-                return Err(r.error(
-                    "api_acl",
-                    "must be a mapping like {users: {name: [ip, ...]}}",
-                ))
-            }
-        },
-        authorized_ips: match r.string_list("authorized_ips")? {
-            None => None,
-            Some(list) => Some(
-                list.iter()
-                    .map(|ip| {
-                        ip.parse::<IpAddr>().map_err(|_| {
-                            r.error("authorized_ips", format!("{ip:?} is not an IP address"))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        },
+        cors_origin,
+        api_acl,
+        authorized_ips,
         log_access_file: path("log_access_file")?,
     })
 }

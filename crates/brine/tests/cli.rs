@@ -158,3 +158,219 @@ fn check_config_lists_honoured_options_with_their_files() {
     );
     assert!(!text.contains("panicked"), "{text}");
 }
+
+#[test]
+fn check_config_takes_host_and_port_and_shows_them() {
+    let dir = config_dir(
+        "check-over",
+        "rest_cherrypy:\n  port: 8000\n  host: 10.0.0.1\n  disable_ssl: true\n",
+        &[],
+    );
+    let d = dir.to_str().unwrap_or("");
+    let (code, text) = brine(&[
+        "check-config",
+        "-c",
+        d,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8123",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no line for {name} in:\n{text}"))
+            .to_owned()
+    };
+    assert!(line("rest_cherrypy.port").contains("= 8123"), "{text}");
+    assert!(line("rest_cherrypy.port").contains("--port"), "{text}");
+    assert!(
+        line("rest_cherrypy.host").contains("\"127.0.0.1\""),
+        "{text}"
+    );
+    assert!(line("rest_cherrypy.host").contains("--host"), "{text}");
+    assert!(!text.contains("Warnings:"), "{text}");
+}
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Runs `brine args`, failing the test if it has not returned within `secs`.
+fn brine_within(secs: u64, args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brine"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("brine: {e}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().ok().flatten().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("brine {args:?} still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("brine: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, session, ...
+fn proc_stat(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Whether `pid` still runs (a zombie nobody reaped has stopped).
+fn running(pid: u32) -> bool {
+    proc_stat(pid).first().is_some_and(|state| state != "Z")
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect to {port}: {e}"));
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn daemon_returns_once_serving_in_its_own_session() {
+    let port = free_port();
+    let dir = config_dir(
+        "daemon",
+        &format!(
+            "rest_cherrypy:\n  port: {port}\n  host: 127.0.0.1\n  disable_ssl: true\n\
+             sock_dir: /nonexistent/brine-daemon-test\n"
+        ),
+        &[],
+    );
+    let pid_file = dir.join("brine.pid");
+    let log_file = dir.join("brine.log");
+    let (code, text) = brine_within(
+        20,
+        &[
+            "-d",
+            "-c",
+            dir.to_str().unwrap_or(""),
+            "--pid-file",
+            pid_file.to_str().unwrap_or(""),
+            "--log-file",
+            log_file.to_str().unwrap_or(""),
+            "--log-file-level",
+            "info",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("pid file: {e}: {text}"));
+    let stop = |pid: u32| {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    };
+    let stat = proc_stat(pid);
+    let checks = || -> Result<(), String> {
+        if !running(pid) {
+            return Err(format!("the daemon {pid} is not running"));
+        }
+        // A session of its own (it leads it), not the test's.
+        let mine = proc_stat(std::process::id());
+        if stat.get(3) != Some(&pid.to_string()) || stat.get(3) == mine.get(3) {
+            return Err(format!("session: daemon {stat:?}, test {mine:?}"));
+        }
+        let link = |p: String| std::fs::read_link(p).unwrap_or_default();
+        if link(format!("/proc/{pid}/cwd")) != std::path::Path::new("/") {
+            return Err("the daemon is not in /".into());
+        }
+        for fd in 0..3 {
+            let target = link(format!("/proc/{pid}/fd/{fd}"));
+            if target != std::path::Path::new("/dev/null") {
+                return Err(format!("fd {fd} is {}", target.display()));
+            }
+        }
+        let answer = http_get(port, "/");
+        if !(answer.starts_with("HTTP/1.1 200") && answer.contains("\"Welcome\"")) {
+            return Err(format!("GET /: {answer}"));
+        }
+        Ok(())
+    };
+    let checked = checks();
+    stop(pid);
+    if let Err(e) = checked {
+        panic!("{e}");
+    }
+    // SIGTERM stops it cleanly: it removes its pid file on the way out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while (running(pid) || pid_file.exists()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!running(pid), "SIGTERM did not stop the daemon");
+    assert!(!pid_file.exists(), "the pid file outlived the daemon");
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    assert!(
+        log.contains("listening") && log.contains("stopped"),
+        "{log}"
+    );
+}
+
+#[test]
+fn daemon_reports_what_stops_it_on_the_terminal() {
+    // A bad configuration: the one error line, before any daemon starts.
+    let dir = config_dir(
+        "daemon-bad",
+        "rest_cherrypy:\n  port: eighty\n  disable_ssl: true\n",
+        &[],
+    );
+    let (code, text) = brine_within(20, &["-d", "-c", dir.to_str().unwrap_or("")]);
+    assert_clean_error(code, &text, &["master", "rest_cherrypy.port"]);
+
+    // What only the daemon meets (its port is taken) comes back from it, with a failure.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = taken.local_addr().map(|a| a.port()).unwrap_or_default();
+    let dir = config_dir(
+        "daemon-busy",
+        &format!(
+            "rest_cherrypy:\n  port: {port}\n  host: 127.0.0.1\n  disable_ssl: true\n\
+             sock_dir: /nonexistent/brine-daemon-test\n"
+        ),
+        &[],
+    );
+    let pid_file = dir.join("brine.pid");
+    let (code, text) = brine_within(
+        20,
+        &[
+            "-d",
+            "-c",
+            dir.to_str().unwrap_or(""),
+            "--pid-file",
+            pid_file.to_str().unwrap_or(""),
+        ],
+    );
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("cannot listen"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(!pid_file.exists(), "a failed daemon left its pid file");
+}

@@ -7,8 +7,11 @@
 //! deep-merged into each other and the result **replaces top-level keys** of the main file.
 //! `sock_dir` is moved to `<cachedir>/.salt-unix` when it is more than 10 characters longer than
 //! `cachedir`, and then `root_dir` is put in front of the paths. Every top-level key remembers
-//! the file it came from, so a bad value is reported with its file and key.
+//! the file it came from, so a bad value is reported with its file and key. A collecting
+//! [`Reader`] goes on past a bad value (its fallback stands in), so that every option is read
+//! and every bad one reported.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,7 +25,7 @@ use crate::reqchan::Transport;
 use crate::yaml::{self, Limits};
 
 /// A configuration problem, always naming the file (and key when there is one).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A file could not be read.
     #[error("{file}: {message}")]
@@ -306,11 +309,35 @@ impl MasterConfig {
     }
 }
 
+/// The bad values a collecting [`Reader`] met, in the order it met them.
+#[derive(Debug, Default)]
+pub struct ConfigErrors(RefCell<Vec<ConfigError>>);
+
+impl ConfigErrors {
+    /// Records an error.
+    pub fn push(&self, e: ConfigError) {
+        self.0.borrow_mut().push(e);
+    }
+
+    /// The errors recorded.
+    pub fn into_vec(self) -> Vec<ConfigError> {
+        self.0.into_inner()
+    }
+}
+
 /// Typed reading of option values out of a map, reporting errors against a [`MasterConfig`].
+///
+/// A plain reader answers the first bad value as an error. A collecting one
+/// ([`Reader::collecting`]) records it and answers the option's fallback instead (its default,
+/// or unset), so that reading goes on: every option is then recorded as read (what
+/// `brine check-config` lists as honoured) and every bad one is reported.
 pub struct Reader<'a> {
     cfg: &'a MasterConfig,
-    map: &'a Map<String, Value>,
+    /// The block's options (`None`: an absent block, read as empty).
+    map: Option<&'a Map<String, Value>>,
     prefix: String,
+    /// Where a collecting reader records bad values.
+    errors: Option<&'a ConfigErrors>,
 }
 
 impl<'a> Reader<'a> {
@@ -318,9 +345,35 @@ impl<'a> Reader<'a> {
     pub fn top(cfg: &'a MasterConfig) -> Reader<'a> {
         Reader {
             cfg,
-            map: &cfg.values,
+            map: Some(&cfg.values),
             prefix: String::new(),
+            errors: None,
         }
+    }
+
+    /// The same reader, collecting bad values in `errors` instead of answering them as errors.
+    pub fn collecting(self, errors: &'a ConfigErrors) -> Reader<'a> {
+        Reader {
+            errors: Some(errors),
+            ..self
+        }
+    }
+
+    /// The options of a nested block (`brine`), read the way this reader reads. An absent
+    /// block reads as empty: every option at its default, and recorded as read. A block that is
+    /// not a mapping is an error (a collecting reader records it and reads the block as empty).
+    pub fn section(&self, key: &str) -> Result<Reader<'a>, ConfigError> {
+        let map = match self.map.and_then(|m| m.get(key)).filter(|v| !v.is_null()) {
+            None => None,
+            Some(Value::Object(map)) => Some(map),
+            Some(_) => self.reject(key, "must be a mapping of options", None)?,
+        };
+        Ok(Reader {
+            cfg: self.cfg,
+            map,
+            prefix: format!("{}{key}.", self.prefix),
+            errors: self.errors,
+        })
     }
 
     /// Reads the options of a nested block (`rest_cherrypy`), `None` if it is absent. A block
@@ -330,8 +383,9 @@ impl<'a> Reader<'a> {
             None => Ok(None),
             Some(Value::Object(map)) => Ok(Some(Reader {
                 cfg,
-                map,
+                map: Some(map),
                 prefix: format!("{key}."),
+                errors: None,
             })),
             Some(_) => Err(cfg.error(key, "must be a mapping of options")),
         }
@@ -345,12 +399,30 @@ impl<'a> Reader<'a> {
     /// here, which records the key as read.
     pub fn raw(&self, key: &str) -> Option<&'a Value> {
         self.cfg.note_read(self.name(key));
-        self.map.get(key).filter(|v| !v.is_null())
+        self.map?.get(key).filter(|v| !v.is_null())
     }
 
     /// An error about `key`.
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
         self.cfg.error(&self.name(key), message)
+    }
+
+    /// A bad value of `key`: the error, or for a collecting reader, `fallback` once the error
+    /// is recorded.
+    pub fn reject<T>(
+        &self,
+        key: &str,
+        message: impl Into<String>,
+        fallback: T,
+    ) -> Result<T, ConfigError> {
+        let e = self.error(key, message);
+        match self.errors {
+            None => Err(e),
+            Some(errors) => {
+                errors.push(e);
+                Ok(fallback)
+            }
+        }
     }
 
     /// Records the default `key` falls back to (it was not set), for the report of what is
@@ -367,8 +439,17 @@ impl<'a> Reader<'a> {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(_) => Err(self.error(key, "must be a string")),
+            Some(_) => self.reject(key, "must be a string", None),
         }
+    }
+
+    /// A string option with a default (recorded, like the other typed readers').
+    pub fn string_or(&self, key: &str, default: &str) -> Result<String, ConfigError> {
+        if self.raw(key).is_none() {
+            return Ok(self.fall_back(key, default.to_owned()));
+        }
+        // Set: its value, or the default in place of a bad one a collecting reader recorded.
+        Ok(self.string(key)?.unwrap_or_else(|| default.to_owned()))
     }
 
     /// A boolean option (YAML 1.1 booleans are already booleans; `0`/`1` and the strings
@@ -383,9 +464,9 @@ impl<'a> Reader<'a> {
             Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
                 "true" | "yes" | "on" | "1" => Ok(true),
                 "false" | "no" | "off" | "0" => Ok(false),
-                _ => Err(self.error(key, format!("must be true or false, not {s:?}"))),
+                _ => self.reject(key, format!("must be true or false, not {s:?}"), default),
             },
-            Some(other) => Err(self.error(key, format!("must be true or false, not {other}"))),
+            Some(other) => self.reject(key, format!("must be true or false, not {other}"), default),
         }
     }
 
@@ -403,8 +484,8 @@ impl<'a> Reader<'a> {
         };
         match v {
             Some(v) if (min..=max).contains(&v) => Ok(v),
-            Some(v) => Err(self.error(key, format!("{v} is outside {min}..={max}"))),
-            None => Err(self.error(key, "must be a whole number")),
+            Some(v) => self.reject(key, format!("{v} is outside {min}..={max}"), default),
+            None => self.reject(key, "must be a whole number", default),
         }
     }
 
@@ -418,25 +499,33 @@ impl<'a> Reader<'a> {
         };
         match v {
             Some(v) if (0.0..1.0e9).contains(&v) => Ok(Duration::from_secs_f64(v)),
-            _ => Err(self.error(key, "must be a number of seconds (0 or more)")),
+            _ => self.reject(
+                key,
+                "must be a number of seconds (0 or more)",
+                Duration::from_secs_f64(default),
+            ),
         }
     }
 
     /// A list of strings; a single string is a one-element list.
     pub fn string_list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
-        match self.raw(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|i| match i {
-                    Value::String(s) => Ok(s.clone()),
-                    Value::Number(n) => Ok(n.to_string()),
-                    _ => Err(self.error(key, "must be a list of strings")),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(_) => Err(self.error(key, "must be a list of strings")),
+        let items = match self.raw(key) {
+            None => return Ok(None),
+            Some(Value::String(s)) => return Ok(Some(vec![s.clone()])),
+            Some(Value::Array(items)) => items,
+            Some(_) => return self.reject(key, "must be a list of strings", None),
+        };
+        let list: Option<Vec<String>> = items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect();
+        match list {
+            Some(list) => Ok(Some(list)),
+            None => self.reject(key, "must be a list of strings", None),
         }
     }
 }
@@ -510,60 +599,54 @@ fn under_root(root: &Path, path: &str) -> PathBuf {
 impl MasterOptions {
     /// Reads the options from a loaded configuration.
     pub fn from_config(cfg: &MasterConfig) -> Result<MasterOptions, ConfigError> {
-        let r = Reader::top(cfg);
-        let interface = r.string("interface")?.unwrap_or_else(|| "0.0.0.0".into());
+        MasterOptions::from_reader(&Reader::top(cfg))
+    }
+
+    /// Reads the options with a top-level reader (a collecting one goes on past bad values).
+    pub fn from_reader(r: &Reader<'_>) -> Result<MasterOptions, ConfigError> {
+        let interface = r.string_or("interface", "0.0.0.0")?;
         let ipv6 = r.boolean("ipv6", false)?;
         let connect_host = match interface.as_str() {
             "0.0.0.0" | "" => "127.0.0.1".to_owned(),
             "::" | "[::]" => "::1".to_owned(),
             other => other.trim_matches(['[', ']']).to_owned(),
         };
-        let transport = match r.string("transport")?.as_deref() {
-            None | Some("zeromq") | Some("zmq") => Transport::Zeromq,
-            Some("tcp") => Transport::Tcp,
-            Some(other) => {
-                return Err(r.error(
-                    "transport",
-                    format!("{other:?} is not supported by Brine (zeromq or tcp)"),
-                ))
-            }
+        let transport = match r.string_or("transport", "zeromq")?.as_str() {
+            "zeromq" | "zmq" => Transport::Zeromq,
+            "tcp" => Transport::Tcp,
+            other => r.reject(
+                "transport",
+                format!("{other:?} is not supported by Brine (zeromq or tcp)"),
+                Transport::Zeromq,
+            )?,
         };
-        let ipc_tcp = match r.string("ipc_mode")?.as_deref() {
-            None | Some("ipc") => false,
-            Some("tcp") => true,
-            Some(other) => return Err(r.error("ipc_mode", format!("{other:?}: use ipc or tcp"))),
+        let ipc_tcp = match r.string_or("ipc_mode", "ipc")?.as_str() {
+            "ipc" => false,
+            "tcp" => true,
+            other => r.reject("ipc_mode", format!("{other:?}: use ipc or tcp"), false)?,
         };
         let port = |key: &str, default: u64| -> Result<u16, ConfigError> {
             r.integer(key, default, 1, 65535).map(|p| p as u16)
         };
-        let root_dir = PathBuf::from(r.string("root_dir")?.unwrap_or_else(|| "/".into()));
+        let mut root_dir = PathBuf::from(r.string_or("root_dir", "/")?);
         if !root_dir.is_absolute() {
-            return Err(r.error("root_dir", "must be an absolute path"));
+            root_dir = r.reject("root_dir", "must be an absolute path", PathBuf::from("/"))?;
         }
-        let cachedir_raw = r
-            .string("cachedir")?
-            .unwrap_or_else(|| "/var/cache/salt/master".into());
-        let mut sock_raw = r
-            .string("sock_dir")?
-            .unwrap_or_else(|| "/var/run/salt/master".into());
+        let cachedir_raw = r.string_or("cachedir", "/var/cache/salt/master")?;
+        let mut sock_raw = r.string_or("sock_dir", "/var/run/salt/master")?;
         if sock_raw.len() > cachedir_raw.len() + 10 {
             sock_raw = Path::new(&cachedir_raw)
                 .join(".salt-unix")
                 .to_string_lossy()
                 .into_owned();
         }
-        let mut external_auth = Map::new();
-        match r.raw("external_auth") {
-            None => {}
-            Some(Value::Object(m)) => external_auth = m.clone(),
-            Some(_) => return Err(r.error("external_auth", "must be a mapping")),
-        }
-        let mut nodegroups = Map::new();
-        match r.raw("nodegroups") {
-            None => {}
-            Some(Value::Object(m)) => nodegroups = m.clone(),
-            Some(_) => return Err(r.error("nodegroups", "must be a mapping")),
-        }
+        let mapping = |key: &str| match r.raw(key) {
+            None => Ok(Map::new()),
+            Some(Value::Object(m)) => Ok(m.clone()),
+            Some(_) => r.reject(key, "must be a mapping", Map::new()),
+        };
+        let external_auth = mapping("external_auth")?;
+        let nodegroups = mapping("nodegroups")?;
         Ok(MasterOptions {
             connect_host,
             ret_port: port("ret_port", 4506)?,
@@ -581,7 +664,7 @@ impl MasterOptions {
             publish_timeout: r.seconds("publish_timeout", 30.0)?,
             rest_timeout: r.seconds("rest_timeout", 300.0)?,
             token_expire: r.seconds("token_expire", 43200.0)?,
-            hash_type: r.string("hash_type")?.unwrap_or_else(|| "sha256".into()),
+            hash_type: r.string_or("hash_type", "sha256")?,
             netapi_enable_clients: r.string_list("netapi_enable_clients")?.unwrap_or_default(),
             netapi_allow_raw_shell: r.boolean("netapi_allow_raw_shell", false)?,
             external_auth,
@@ -589,7 +672,7 @@ impl MasterOptions {
             order_masters: r.boolean("order_masters", false)?,
             syndic_wait: r.seconds("syndic_wait", 5.0)?,
             nodegroups,
-            ext_job_cache: r.string("ext_job_cache")?.unwrap_or_default(),
+            ext_job_cache: r.string_or("ext_job_cache", "")?,
             user: r.string("user")?,
         })
     }

@@ -103,9 +103,7 @@ impl RunnerFunctions {
         ask.insert("fun".into(), json!("doc.runner"));
         ask.insert("kwarg".into(), json!({"arg": [], "kwarg": {}}));
         let key = crate::coalesce::key(&[b"doc.runner", &creds]);
-        let Some(app) = app.self_ref() else {
-            return None;
-        };
+        let app = app.self_ref()?;
         let set = self
             .fetches
             .get(key, move || async move { fetch_names(&app, ask).await })
