@@ -14,6 +14,7 @@ pub mod body;
 pub mod error;
 mod linger;
 pub mod negotiate;
+mod request_stats;
 pub mod routes;
 pub mod session;
 mod sse_connection;
@@ -186,38 +187,7 @@ pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Res
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
-    // `collect_stats`: the request as the reference's `Requests` shows it, and its body's
-    // bytes counted as they are read.
-    let counted = app.settings.rest.collect_stats.then(|| {
-        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let line = format!(
-            "{} {} {:?}",
-            parts.method,
-            loggable_path(
-                app.settings
-                    .rest
-                    .routes
-                    .resolve(&path)
-                    .map_or("unknown", |r| r.endpoint.name()),
-                &path
-            ),
-            parts.version
-        );
-        let id = app.stats.cherrypy.begin(peer.to_string(), line);
-        (id, read)
-    });
-    let body = match &counted {
-        Some((_, read)) => {
-            let read = read.clone();
-            Body::new(body.map_frame(move |frame| {
-                if let Some(data) = frame.data_ref() {
-                    read.fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-                frame
-            }))
-        }
-        None => body,
-    };
+    let (counted, body) = request_stats::begin(&app, &parts, &path, peer, body);
     let origin = parts.headers.get(header::ORIGIN).cloned();
     let preflight_method = parts
         .headers
@@ -263,20 +233,8 @@ pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Res
         app.settings.rest.cors_origin.as_ref(),
     );
     app.stats.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
-    if let Some((id, read)) = counted {
-        let status = resp.status();
-        app.stats.cherrypy.end(
-            id,
-            crate::cpstats::Outcome {
-                bytes_read: read.load(Ordering::Relaxed),
-                bytes_written: body_size(&resp),
-                status: &format!(
-                    "{} {}",
-                    status.as_str(),
-                    status.canonical_reason().unwrap_or("")
-                ),
-            },
-        );
+    if let Some(counted) = counted {
+        counted.end(&app, &resp);
     }
     app.stats.record_request(
         ctx.route,
