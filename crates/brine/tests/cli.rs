@@ -255,17 +255,22 @@ fn http_get(port: u16, path: &str) -> String {
     answer
 }
 
-#[test]
-fn daemon_returns_once_serving_in_its_own_session() {
-    let port = free_port();
-    let dir = config_dir(
-        "daemon",
+/// A configuration that serves plain HTTP on `port` with no master behind it.
+fn daemon_config_dir(name: &str, port: u16) -> std::path::PathBuf {
+    config_dir(
+        name,
         &format!(
             "rest_cherrypy:\n  port: {port}\n  host: 127.0.0.1\n  disable_ssl: true\n\
              sock_dir: /nonexistent/brine-daemon-test\n"
         ),
         &[],
-    );
+    )
+}
+
+#[test]
+fn daemon_returns_once_serving_in_its_own_session() {
+    let port = free_port();
+    let dir = daemon_config_dir("daemon", port);
     let pid_file = dir.join("brine.pid");
     let log_file = dir.join("brine.log");
     let (code, text) = brine_within(
@@ -350,14 +355,7 @@ fn daemon_reports_what_stops_it_on_the_terminal() {
     // What only the daemon meets (its port is taken) comes back from it, with a failure.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let port = taken.local_addr().map(|a| a.port()).unwrap_or_default();
-    let dir = config_dir(
-        "daemon-busy",
-        &format!(
-            "rest_cherrypy:\n  port: {port}\n  host: 127.0.0.1\n  disable_ssl: true\n\
-             sock_dir: /nonexistent/brine-daemon-test\n"
-        ),
-        &[],
-    );
+    let dir = daemon_config_dir("daemon-busy", port);
     let pid_file = dir.join("brine.pid");
     let (code, text) = brine_within(
         20,
