@@ -1,0 +1,4 @@
+//! `salt-swarm`: N simulated Salt minions in one process.
+#![allow(dead_code)]
+mod crypt;
+fn main() {}
