@@ -1,0 +1,314 @@
+//! Sign-in (`_auth`) as `salt.crypt.AsyncAuth.sign_in` and `handle_signin_response` (3008)
+//! do it, and the master's publish key that every simulated minion shares.
+//!
+//! The request: `{"cmd": "_auth", "id", "nonce", "enc_algo", "sig_algo", "token", "pub"}`,
+//! `token` being this process's random token encrypted (OAEP) with the master's public key,
+//! sent once that key is known (a minion's first sign-in has none, as a fresh minion has no
+//! `minion_master.pub`). The reply, for an accepted key, is
+//! `{"enc": "clear", "load": <msgpack bytes>, "sig": <PKCS1v15-SHA1 over them>}` whose load
+//! holds `pub_key`, `publish_port`, `aes` and `session` (each OAEP-encrypted to the minion),
+//! `token` (ours, re-encrypted to us), `sig` (X9.31 over the SHA-256 hex digest of the AES key
+//! string) and our `nonce`. A pending, rejected or refused key comes back as a signed
+//! `{"ret": true|false|"full", "nonce"}`.
+//!
+//! Checks done, as a minion does them: the master key is the one this process saw first (a
+//! real minion pins it in `minion_master.pub`; the swarm pins it per process, so a new test
+//! master with new keys is fine), the reply's signature, the nonce, the AES key's X9.31
+//! signature, and the returned token. Cost control: the AES key is the same for every minion
+//! and its X9.31 signature is deterministic, so when `sig` equals the one already verified
+//! the key is not decrypted again; only the per-minion session key costs an RSA decryption.
+//!
+//! Key rotation: when a publish does not decrypt, [`Master::refresh_aes`] signs in again once
+//! for the whole swarm (the first minion to notice does it; the others wait and reuse it).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rmpv::Value as Mp;
+use rsa::RsaPublicKey;
+use sha2::{Digest, Sha256};
+
+use crate::channel::{self, bytes, get, ReqPool, ENC_ALGO, SIG_ALGO};
+use crate::crypt::{self, Crypticle, KeyPair};
+
+/// Why a sign-in did not produce keys.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The master could not be reached or did not answer.
+    #[error("{0}")]
+    Wire(#[from] salt_wire::WireError),
+    /// The master answered something a minion must not accept.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Outcome of one `_auth`.
+pub enum SignIn {
+    /// The key is accepted: the minion's session key and the master's publish port.
+    Accepted {
+        /// Key of this minion's AES requests.
+        session: Crypticle,
+        /// `publish_port` from the reply.
+        publish_port: u16,
+    },
+    /// The key waits in `minions_pre` (`salt-key -a` needed); retry later.
+    Pending,
+    /// The key is rejected or denied.
+    Rejected,
+    /// `max_minions` reached.
+    Full,
+}
+
+/// The master's publish key as last learnt, with the X9.31 signature that vouched for it.
+struct PublishKey {
+    crypticle: Arc<Crypticle>,
+    sig: Vec<u8>,
+    generation: u64,
+}
+
+/// What every simulated minion shares about the master: the request pool, the swarm's key
+/// pair, the pinned master key and the publish key.
+pub struct Master {
+    /// Request channel connections.
+    pub pool: ReqPool,
+    /// The swarm's RSA key pair.
+    pub keys: KeyPair,
+    /// Random token proving the master can decrypt what we encrypt to it.
+    token: Vec<u8>,
+    master_pub: RwLock<Option<(String, RsaPublicKey)>>,
+    publish: RwLock<Option<PublishKey>>,
+    refresh: tokio::sync::Mutex<()>,
+    /// Per-request limit.
+    pub timeout: Duration,
+}
+
+impl Master {
+    /// Shared state for one master.
+    pub fn new(pool: ReqPool, keys: KeyPair, timeout: Duration) -> Master {
+        Master {
+            pool,
+            keys,
+            token: Crypticle::generate_key_string().into_bytes(),
+            master_pub: RwLock::new(None),
+            publish: RwLock::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+            timeout,
+        }
+    }
+
+    /// The current publish key and its generation (bumped on every change).
+    pub fn publish_key(&self) -> Option<(Arc<Crypticle>, u64)> {
+        let guard = self.publish.read().ok()?;
+        guard.as_ref().map(|p| (p.crypticle.clone(), p.generation))
+    }
+
+    /// Signs in again for the whole swarm after a publish failed to decrypt with key
+    /// generation `seen`, unless another minion already did. Returns the minion's new
+    /// session when it was this call that signed in.
+    pub async fn refresh_aes(&self, id: &str, seen: u64) -> Result<Option<SignIn>, AuthError> {
+        let _one = self.refresh.lock().await;
+        if self.publish_key().is_some_and(|(_, g)| g != seen) {
+            return Ok(None);
+        }
+        tracing::info!(
+            minion = id,
+            "publish did not decrypt: signing in again for a new key"
+        );
+        self.sign_in(id).await.map(Some)
+    }
+
+    /// One `_auth` for minion `id` (see the module notes).
+    pub async fn sign_in(&self, id: &str) -> Result<SignIn, AuthError> {
+        let nonce = channel::nonce();
+        let known = self
+            .master_pub
+            .read()
+            .ok()
+            .and_then(|g| g.as_ref().map(|(_, k)| k.clone()));
+        let mut load = vec![
+            (Mp::from("cmd"), Mp::from("_auth")),
+            (Mp::from("id"), Mp::from(id)),
+            (Mp::from("nonce"), Mp::from(nonce.as_str())),
+            (Mp::from("enc_algo"), Mp::from(ENC_ALGO)),
+            (Mp::from("sig_algo"), Mp::from(SIG_ALGO)),
+        ];
+        let sent_token = match &known {
+            Some(k) => {
+                let t = crypt::encrypt_oaep(k, &self.token)
+                    .map_err(|e| AuthError::Refused(format!("encrypting the token: {e}")))?;
+                load.push((Mp::from("token"), Mp::Binary(t)));
+                true
+            }
+            None => false,
+        };
+        load.push((Mp::from("pub"), Mp::from(self.keys.public_pem.as_str())));
+        let reply = self
+            .pool
+            .send(&channel::clear(Mp::Map(load)), self.timeout)
+            .await?;
+        self.handle_reply(&reply, &nonce, sent_token)
+    }
+
+    fn handle_reply(&self, reply: &Mp, nonce: &str, sent_token: bool) -> Result<SignIn, AuthError> {
+        let refused = |m: &str| AuthError::Refused(m.to_owned());
+        let load = get(reply, "load")
+            .ok_or_else(|| AuthError::Refused(format!("sign-in answered {}", short(reply))))?;
+        if let Some(ret) = get(load, "ret").and_then(Mp::as_str) {
+            // Unsigned: "bad enc algo", "bad sig algo".
+            return Err(AuthError::Refused(format!("sign-in refused: {ret}")));
+        }
+        let signed = bytes(load).ok_or_else(|| refused("sign-in reply without a signed load"))?;
+        let signature = get(reply, "sig").and_then(bytes).unwrap_or_default();
+        let inner = salt_wire::framing::decode_value(signed)
+            .map_err(|e| AuthError::Refused(format!("sign-in load: {e}")))?;
+        if get(&inner, "nonce").and_then(Mp::as_str) != Some(nonce) {
+            return Err(refused("the sign-in reply's nonce did not validate"));
+        }
+        let master_key = match get(&inner, "pub_key").and_then(Mp::as_str) {
+            Some(pem) => Some(self.pin_master_key(pem)?),
+            None => self
+                .master_pub
+                .read()
+                .ok()
+                .and_then(|g| g.as_ref().map(|(_, k)| k.clone())),
+        };
+        if let Some(key) = &master_key {
+            if !crypt::verify_pkcs1v15_sha1(key, signed, signature) {
+                return Err(refused("the sign-in reply's signature did not validate"));
+            }
+        }
+        match get(&inner, "ret") {
+            Some(Mp::Boolean(false)) => return Ok(SignIn::Rejected),
+            Some(Mp::String(s)) if s.as_str() == Some("full") => return Ok(SignIn::Full),
+            Some(_) => return Ok(SignIn::Pending),
+            None => {}
+        }
+        let key = master_key.ok_or_else(|| refused("sign-in reply without the master's key"))?;
+        let aes_sig = get(&inner, "sig").and_then(bytes).unwrap_or_default();
+        let known_sig = self
+            .publish
+            .read()
+            .ok()
+            .and_then(|g| g.as_ref().map(|p| p.sig.clone()));
+        if known_sig.as_deref() != Some(aes_sig) {
+            self.learn_publish_key(&inner, &key, aes_sig, sent_token)?;
+        }
+        let session = get(&inner, "session")
+            .and_then(bytes)
+            .ok_or_else(|| refused("sign-in reply without a session key"))?;
+        let session = self
+            .keys
+            .decrypt(session)
+            .and_then(|k| Crypticle::from_key_string(&k))
+            .map_err(|e| AuthError::Refused(format!("session key: {e}")))?;
+        let publish_port = get(&inner, "publish_port")
+            .and_then(Mp::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| refused("sign-in reply without a publish port"))?;
+        Ok(SignIn::Accepted {
+            session,
+            publish_port,
+        })
+    }
+
+    /// Pins the master's key on first sight; a different key later is refused, as a minion
+    /// refuses a master whose key changed.
+    fn pin_master_key(&self, pem: &str) -> Result<RsaPublicKey, AuthError> {
+        let clean = crypt::clean_key(pem);
+        if let Ok(guard) = self.master_pub.read() {
+            if let Some((known, key)) = guard.as_ref() {
+                if *known == clean {
+                    return Ok(key.clone());
+                }
+                return Err(AuthError::Refused(
+                    "the master's public key changed; refusing it (restart the swarm for a new master)"
+                        .into(),
+                ));
+            }
+        }
+        let key = crypt::parse_public_pem(&clean)
+            .map_err(|e| AuthError::Refused(format!("master public key: {e}")))?;
+        if let Ok(mut guard) = self.master_pub.write() {
+            if guard.is_none() {
+                *guard = Some((clean, key.clone()));
+            }
+        }
+        Ok(key)
+    }
+
+    /// Decrypts and checks a publish key not seen before (`decrypt_aes`, `extract_aes`).
+    fn learn_publish_key(
+        &self,
+        inner: &Mp,
+        master_key: &RsaPublicKey,
+        aes_sig: &[u8],
+        sent_token: bool,
+    ) -> Result<(), AuthError> {
+        let refused = |m: String| AuthError::Refused(m);
+        let aes = get(inner, "aes")
+            .and_then(bytes)
+            .ok_or_else(|| refused("sign-in reply without the publish key".into()))?;
+        let key_str = self
+            .keys
+            .decrypt(aes)
+            .map_err(|e| refused(format!("publish key: {e}")))?;
+        let digest = hex::encode(Sha256::digest(&key_str));
+        let signed = crypt::x931_recover(master_key, aes_sig)
+            .map_err(|e| refused(format!("publish key signature: {e}")))?;
+        if signed != digest.as_bytes() {
+            return Err(refused(
+                "the publish key's signature did not validate".into(),
+            ));
+        }
+        // auth_mode >= 2 folds the token into the key string: "<key>_|-<token>".
+        let (key_part, token) = match find(&key_str, b"_|-") {
+            Some(i) => (key_str[..i].to_vec(), Some(key_str[i + 3..].to_vec())),
+            None => {
+                let token = match get(inner, "token").and_then(bytes) {
+                    Some(t) => Some(
+                        self.keys
+                            .decrypt(t)
+                            .map_err(|e| refused(format!("token: {e}")))?,
+                    ),
+                    None => None,
+                };
+                (key_str, token)
+            }
+        };
+        if sent_token && token.as_deref() != Some(self.token.as_slice()) {
+            return Err(refused(
+                "the master failed to decrypt the random minion token".into(),
+            ));
+        }
+        let crypticle = Crypticle::from_key_string(&key_part)
+            .map_err(|e| refused(format!("publish key: {e}")))?;
+        if let Ok(mut guard) = self.publish.write() {
+            if guard.as_ref().is_some_and(|p| p.sig == aes_sig) {
+                // Another minion's sign-in learnt the same key meanwhile.
+                return Ok(());
+            }
+            let generation = guard.as_ref().map_or(1, |p| p.generation + 1);
+            *guard = Some(PublishKey {
+                crypticle: Arc::new(crypticle),
+                sig: aes_sig.to_vec(),
+                generation,
+            });
+            tracing::info!(generation, "new publish key from the master");
+        }
+        Ok(())
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A short rendering of an unexpected reply, for logs.
+pub fn short(v: &Mp) -> String {
+    let s = format!("{v}");
+    if s.chars().count() > 200 {
+        format!("{}...", s.chars().take(200).collect::<String>())
+    } else {
+        s
+    }
+}
