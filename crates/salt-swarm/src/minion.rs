@@ -200,6 +200,7 @@ impl Minion {
     /// Start-up up to a working subscription; `Err` carries how long to wait before retrying.
     async fn start_up(&self, swarm: &Swarm) -> Result<Subscription, Duration> {
         let backoff = Duration::from_secs(2);
+        let t0 = tokio::time::Instant::now();
         match self.sign_in(swarm).await {
             Ok(true) => {}
             Ok(false) => return Err(ACCEPTANCE_WAIT),
@@ -208,6 +209,7 @@ impl Minion {
                 return Err(backoff);
             }
         }
+        let t_auth = t0.elapsed();
         let pillar = vec![
             (Mp::from("id"), Mp::from(self.id.as_str())),
             (Mp::from("grains"), self.grains(swarm)),
@@ -229,6 +231,7 @@ impl Minion {
                 return Err(backoff);
             }
         }
+        let t_pillar = t0.elapsed();
         let sub = self.subscribe(swarm).await.map_err(|e| {
             tracing::warn!(minion = %self.id, error = %e, "subscribing failed");
             backoff
@@ -250,6 +253,13 @@ impl Minion {
         if let Err(e) = self.request(swarm, event).await {
             tracing::warn!(minion = %self.id, error = %e, "start event failed");
         }
+        tracing::debug!(
+            minion = %self.id,
+            auth_ms = t_auth.as_millis() as u64,
+            pillar_ms = (t_pillar - t_auth).as_millis() as u64,
+            rest_ms = (t0.elapsed() - t_pillar).as_millis() as u64,
+            "started up"
+        );
         Ok(sub)
     }
 

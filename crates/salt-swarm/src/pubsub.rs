@@ -30,7 +30,7 @@ use tokio::net::{TcpSocket, TcpStream};
 /// Largest publish accepted.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Read buffers larger than this are not kept between messages.
-const KEEP_BUFFER: usize = 16 * 1024;
+const KEEP_BUFFER: usize = 1024;
 
 /// The topics a minion subscribes to.
 pub fn topics(id: &str, zmq_filtering: bool) -> Vec<Vec<u8>> {
@@ -168,8 +168,10 @@ impl Subscription {
                     }
                 }
             }
-            if self.buf.capacity() - self.buf.len() < 512 {
-                self.buf.reserve(2048);
+            // Small reads while idle (heartbeats are a few bytes), doubling while a large
+            // publish comes in.
+            if self.buf.capacity() - self.buf.len() < 128 {
+                self.buf.reserve(self.buf.len().clamp(256, 64 * 1024));
             }
             match self.stream.read_buf(&mut self.buf).await {
                 Ok(0) => {
