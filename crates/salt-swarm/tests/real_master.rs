@@ -3,7 +3,9 @@
 //! in), the `salt-swarm` binary runs 50 minions of which 10 % are silent, and Salt's own CLI
 //! (`salt`, `salt-run`) checks what they answer: every non-silent minion and no silent one,
 //! grain and compound targeting resolved by the master's data cache and the minions'
-//! matchers, returns in the job cache, an unknown function's answer, and a clean SIGTERM.
+//! matchers, returns in the job cache, an unknown function's answer, every minion answering
+//! again after a master restart (new AES key: one new sign-in for the swarm), and a clean
+//! SIGTERM.
 //!
 //! The stack's watchdog (`--watch-pid`) stops the master and removes its root when this test
 //! process exits.
@@ -211,6 +213,28 @@ fn fifty_minions_answer_salts_own_cli() {
     assert!(looked_up
         .as_object()
         .is_some_and(|m| m.values().all(|v| v == "cached")));
+
+    // A master restart: new AES key, publish connections dropped. The minions reconnect,
+    // fail to decrypt the next publish, sign in again (once for the swarm) and answer.
+    for step in ["stop-master", "start-master"] {
+        run(Command::new(venv.join("bin/python"))
+            .arg(repo().join("scripts/saltstack.py"))
+            .args([step, "--root"])
+            .arg(&root)
+            .stderr(Stdio::inherit()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let after_restart = loop {
+        let got: BTreeSet<String> = salt(&["*", "test.ping", "-t", "10"])
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        if got == answering || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert_eq!(after_restart, answering);
 
     // SIGTERM ends it with status 0.
     run(Command::new("kill").args(["-TERM", &swarm.0.id().to_string()]));
