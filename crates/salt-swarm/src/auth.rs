@@ -80,11 +80,20 @@ pub struct Master {
     refresh: tokio::sync::Mutex<()>,
     /// Per-request limit.
     pub timeout: Duration,
+    /// The master's signing key (`master_sign.pub`), when the master signs its public key
+    /// (`master_sign_pubkey`): then every reply must carry a `pub_sig` that verifies with it,
+    /// as a minion with `verify_master_pubkey_sign` checks.
+    pub sign_key: Option<RsaPublicKey>,
 }
 
 impl Master {
     /// Shared state for one master.
-    pub fn new(pool: ReqPool, keys: KeyPair, timeout: Duration) -> Master {
+    pub fn new(
+        pool: ReqPool,
+        keys: KeyPair,
+        timeout: Duration,
+        sign_key: Option<RsaPublicKey>,
+    ) -> Master {
         Master {
             pool,
             keys,
@@ -93,6 +102,7 @@ impl Master {
             publish: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
             timeout,
+            sign_key,
         }
     }
 
@@ -165,7 +175,10 @@ impl Master {
             return Err(refused("the sign-in reply's nonce did not validate"));
         }
         let master_key = match get(&inner, "pub_key").and_then(Mp::as_str) {
-            Some(pem) => Some(self.pin_master_key(pem)?),
+            Some(pem) => {
+                self.check_pub_sig(&inner, pem)?;
+                Some(self.pin_master_key(pem)?)
+            }
             None => self
                 .master_pub
                 .read()
@@ -209,6 +222,36 @@ impl Master {
             session,
             publish_port,
         })
+    }
+
+    /// `check_auth_deps` and `verify_signing_master`: with the master's signing key, the
+    /// reply's `pub_sig` (base64 PKCS1v15-SHA1 over `pub_key`) must verify; without it, a
+    /// signed reply is refused, as a minion that does not verify refuses it.
+    fn check_pub_sig(&self, inner: &Mp, pem: &str) -> Result<(), AuthError> {
+        use base64::Engine;
+        let sig = get(inner, "pub_sig").and_then(bytes);
+        match (&self.sign_key, sig) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(AuthError::Refused(
+                "the master signs its public key (master_sign_pubkey) but its master_sign.pub is not readable".into(),
+            )),
+            (Some(_), None) => Err(AuthError::Refused(
+                "the master did not send its public-key signature".into(),
+            )),
+            (Some(key), Some(sig)) => {
+                let clean: Vec<u8> = sig.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(clean)
+                    .map_err(|e| AuthError::Refused(format!("pub_sig: {e}")))?;
+                if crypt::verify_pkcs1v15_sha1(key, pem.as_bytes(), &raw) {
+                    Ok(())
+                } else {
+                    Err(AuthError::Refused(
+                        "the master's public-key signature did not verify".into(),
+                    ))
+                }
+            }
+        }
     }
 
     /// Pins the master's key on first sight; a different key later is refused, as a minion

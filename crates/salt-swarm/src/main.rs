@@ -124,6 +124,8 @@ struct MasterSettings {
     publish_port: u16,
     pki_dir: PathBuf,
     zmq_filtering: bool,
+    /// `<pki_dir>/<master_sign_key_name>.pub` when `master_sign_pubkey` is on.
+    sign_key_path: Option<PathBuf>,
 }
 
 fn read_master(config_dir: &Path) -> Result<MasterSettings, String> {
@@ -153,7 +155,20 @@ fn read_master(config_dir: &Path) -> Result<MasterSettings, String> {
     let zmq_filtering = r
         .boolean("zmq_filtering", false)
         .map_err(|e| e.to_string())?;
+    let sign_key_path = if r
+        .boolean("master_sign_pubkey", false)
+        .map_err(|e| e.to_string())?
+    {
+        let name = r
+            .string("master_sign_key_name")
+            .map_err(|e| e.to_string())?
+            .unwrap_or_else(|| "master_sign".into());
+        Some(pki_dir.join(format!("{name}.pub")))
+    } else {
+        None
+    };
     Ok(MasterSettings {
+        sign_key_path,
         options,
         publish_port,
         pki_dir,
@@ -231,8 +246,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         Duration::from_secs(10),
     );
     let latency = knobs::Latency::parse(&cli.latency)?;
+    let sign_key = match &settings.sign_key_path {
+        Some(path) => {
+            let pem =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(crypt::parse_public_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
     let swarm = Arc::new(Swarm {
-        master: auth::Master::new(pool, keys, timeout),
+        master: auth::Master::new(pool, keys, timeout, sign_key),
         grains: grains::Grains::new(&cli.salt_version),
         publish_host,
         publish_port: AtomicU16::new(settings.publish_port),
