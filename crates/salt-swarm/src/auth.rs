@@ -355,3 +355,161 @@ pub fn short(v: &Mp) -> String {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::pkcs8::{EncodePublicKey, LineEnding};
+    use rsa::{Pkcs1v15Sign, RsaPrivateKey};
+
+    fn key(bits: usize) -> RsaPrivateKey {
+        RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits)
+            .unwrap_or_else(|e| panic!("keygen: {e}"))
+    }
+
+    fn master(minion_key: RsaPrivateKey) -> Master {
+        let pool = ReqPool::new("127.0.0.1", 9, 1, Duration::from_secs(1));
+        let keys = KeyPair::from_private(minion_key).unwrap_or_else(|e| panic!("{e}"));
+        Master::new(pool, keys, Duration::from_secs(1), None)
+    }
+
+    /// A sign-in reply built the way `AuthFuncs._auth` and `_clear_signed` build it.
+    fn reply(
+        m: &Master,
+        master_key: &RsaPrivateKey,
+        aes: &str,
+        nonce: &str,
+        extra: Vec<(Mp, Mp)>,
+    ) -> Mp {
+        let minion_pub =
+            crypt::parse_public_pem(&m.keys.public_pem).unwrap_or_else(|e| panic!("{e}"));
+        let enc =
+            |data: &[u8]| Mp::Binary(crypt::encrypt_oaep(&minion_pub, data).unwrap_or_default());
+        let digest = hex::encode(Sha256::digest(aes.as_bytes()));
+        let pem = master_key
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap_or_default();
+        let mut inner = vec![
+            (Mp::from("enc"), Mp::from("pub")),
+            (Mp::from("pub_key"), Mp::from(pem)),
+            (Mp::from("publish_port"), Mp::from(4505)),
+            (Mp::from("token"), enc(&m.token)),
+            (Mp::from("aes"), enc(aes.as_bytes())),
+            (
+                Mp::from("session"),
+                enc(Crypticle::generate_key_string().as_bytes()),
+            ),
+            (
+                Mp::from("sig"),
+                Mp::Binary(crypt::x931_sign(master_key, digest.as_bytes()).unwrap_or_default()),
+            ),
+            (Mp::from("nonce"), Mp::from(nonce)),
+        ];
+        for (k, v) in extra {
+            match inner.iter_mut().find(|(name, _)| *name == k) {
+                Some(slot) => slot.1 = v,
+                None => inner.push((k, v)),
+            }
+        }
+        let mut load = Vec::new();
+        let _ = rmpv::encode::write_value(&mut load, &Mp::Map(inner));
+        use sha1::Digest as _;
+        let sig = master_key
+            .sign(
+                Pkcs1v15Sign::new::<sha1::Sha1>(),
+                &sha1::Sha1::digest(&load),
+            )
+            .unwrap_or_default();
+        Mp::Map(vec![
+            (Mp::from("enc"), Mp::from("clear")),
+            (Mp::from("load"), Mp::Binary(load)),
+            (Mp::from("sig"), Mp::Binary(sig)),
+        ])
+    }
+
+    #[test]
+    fn accepts_a_master_reply_and_learns_the_publish_key_once() {
+        let master_key = key(1024);
+        let m = master(key(1024));
+        let aes = Crypticle::generate_key_string();
+        let nonce = channel::nonce();
+        let r = reply(&m, &master_key, &aes, &nonce, vec![]);
+        assert!(matches!(
+            m.handle_reply(&r, &nonce, true),
+            Ok(SignIn::Accepted {
+                publish_port: 4505,
+                ..
+            })
+        ));
+        let Some((crypticle, generation)) = m.publish_key() else {
+            panic!("no publish key")
+        };
+        assert_eq!(generation, 1);
+        let Ok(expected) = Crypticle::from_key_string(aes.as_bytes()) else {
+            panic!("key")
+        };
+        let probe = expected.dumps(&Mp::from("x"), None);
+        assert_eq!(crypticle.loads(&probe, None).ok(), Some(Mp::from("x")));
+        // The same key again: nothing new learnt.
+        let nonce2 = channel::nonce();
+        let r2 = reply(&m, &master_key, &aes, &nonce2, vec![]);
+        assert!(m.handle_reply(&r2, &nonce2, true).is_ok());
+        assert_eq!(m.publish_key().map(|(_, g)| g), Some(1));
+    }
+
+    #[test]
+    fn refuses_bad_nonce_signature_key_and_token() {
+        let master_key = key(1024);
+        let m = master(key(1024));
+        let aes = Crypticle::generate_key_string();
+        let nonce = channel::nonce();
+        let good = reply(&m, &master_key, &aes, &nonce, vec![]);
+        assert!(
+            m.handle_reply(&good, &channel::nonce(), true).is_err(),
+            "nonce"
+        );
+        // A flipped byte in the signed load: the signature fails.
+        let mut tampered = good.clone();
+        if let Mp::Map(fields) = &mut tampered {
+            if let Some((_, Mp::Binary(load))) =
+                fields.iter_mut().find(|(k, _)| k.as_str() == Some("load"))
+            {
+                let last = load.len() - 1;
+                load[last] ^= 1;
+            }
+        }
+        assert!(
+            m.handle_reply(&tampered, &nonce, true).is_err(),
+            "signature"
+        );
+        // A master whose token answer is wrong.
+        let wrong_token = reply(
+            &m,
+            &master_key,
+            &aes,
+            &nonce,
+            vec![(
+                Mp::from("token"),
+                Mp::Binary(
+                    crypt::encrypt_oaep(
+                        &crypt::parse_public_pem(&m.keys.public_pem)
+                            .unwrap_or_else(|e| panic!("{e}")),
+                        b"not the token",
+                    )
+                    .unwrap_or_default(),
+                ),
+            )],
+        );
+        assert!(m.handle_reply(&wrong_token, &nonce, true).is_err(), "token");
+        // Pinned: another master key is refused.
+        assert!(m.handle_reply(&good, &nonce, true).is_ok());
+        let other = key(1024);
+        let n = channel::nonce();
+        assert!(
+            m.handle_reply(&reply(&m, &other, &aes, &n, vec![]), &n, true)
+                .is_err(),
+            "pinned key"
+        );
+    }
+}

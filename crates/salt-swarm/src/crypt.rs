@@ -190,7 +190,7 @@ impl KeyPair {
         KeyPair::from_private(private)
     }
 
-    fn from_private(private: RsaPrivateKey) -> Result<KeyPair, CryptError> {
+    pub(crate) fn from_private(private: RsaPrivateKey) -> Result<KeyPair, CryptError> {
         let public_pem = clean_key(
             &private
                 .to_public_key()
