@@ -6,7 +6,7 @@ idle, and reports its RSS and its CPU time over the idle period, in total and pe
 with the master's publisher connections counted from /proc/net/tcp as a cross-check. Not
 part of CI; run with the Salt venv's python:
 
-    .venv/bin/python bench/swarm_cost.py --count 10000 [--idle 60] [--signin-concurrency 16]
+    .venv/bin/python bench/swarm_cost.py --count 10000 [--idle 60] [--signin-concurrency 16] [--ping]
 
 Prints one JSON line on stdout (progress on stderr). The goal it reports against:
 at most 100 KiB of RSS and 0.01 % of a core per idle minion.
@@ -63,7 +63,8 @@ def main():
     ap.add_argument("--signin-concurrency", type=int, default=16)
     ap.add_argument("--swarm", default=os.path.join(REPO, "target/release/salt-swarm"))
     ap.add_argument("--root", default=None, help="stack root (default: a temp dir, removed)")
-    ap.add_argument("--up-timeout", type=float, default=3600.0)
+    ap.add_argument("--ping", action="store_true",
+                    help="after the idle period, time salt '*' test.ping and the swarm's CPU for it")
     args = ap.parse_args()
 
     root = args.root or tempfile.mkdtemp(prefix="swarm-cost-")
@@ -105,6 +106,25 @@ def main():
             "idle_cpu_percent_per_minion": round(100 * core_share / args.count, 8),
             "goal_met": rss / args.count <= 100 and 100 * core_share / args.count <= 0.01,
         }
+        if args.ping:
+            venv_bin = os.path.dirname(py)
+            c0, w0 = cpu_seconds(swarm.pid), time.monotonic()
+            out = subprocess.run(
+                [os.path.join(venv_bin, "salt"), "-c", os.path.join(root, "etc/salt"), "*",
+                 "test.ping", "--out", "json", "--static", "-t", "60"],
+                capture_output=True, text=True,
+            ).stdout
+            c1, w1 = cpu_seconds(swarm.pid), time.monotonic()
+            start = min([i for i in (out.find("{"),) if i >= 0] or [0])
+            try:
+                answered = len(json.loads(out[start:]))
+            except ValueError:
+                answered = 0
+            result.update({
+                "ping_answered": answered,
+                "ping_seconds": round(w1 - w0, 1),
+                "ping_swarm_cpu_seconds": round(c1 - c0, 2),
+            })
         print(json.dumps(result), flush=True)
     finally:
         swarm.terminate()
