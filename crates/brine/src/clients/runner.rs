@@ -106,11 +106,25 @@ impl RunnerFunctions {
         let app = app.self_ref()?;
         let set = self
             .fetches
-            .get(key, move || async move { fetch_names(&app, ask).await })
+            .get(key, move || async move {
+                // A task of its own: it runs to its end (and lets go of its job watch) even
+                // when every caller stopped waiting for it (their runner started first).
+                tokio::spawn(async move {
+                    let set = fetch_names(&app, ask).await?;
+                    app.runner_functions.store(set.clone());
+                    Some(set)
+                })
+                .await
+                .ok()
+                .flatten()
+            })
             .await?;
-        *self.names.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), set.clone()));
         Some(set.contains(fun))
+    }
+
+    fn store(&self, set: Arc<std::collections::HashSet<String>>) {
+        *self.names.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), set));
     }
 }
 
