@@ -386,6 +386,26 @@ mod tests {
     }
 
     #[test]
+    fn enable_ssh_shows_the_default_netapi_enable_clients_gives() {
+        let c = cfg(json!({"rest_cherrypy": {"port": 8000, "disable_ssl": true},
+                           "netapi_enable_clients": ["local", "ssh"]}));
+        let (text, ok) = report(&c, &Overrides::default());
+        assert!(ok, "{text}");
+        assert!(
+            line(&text, "brine.enable_ssh").ends_with("(default: true)"),
+            "{text}"
+        );
+        let c = cfg(json!({"rest_cherrypy": {"port": 8000, "disable_ssl": true},
+                           "netapi_enable_clients": ["ssh"], "brine": {"enable_ssh": false}}));
+        let (text, ok) = report(&c, &Overrides::default());
+        assert!(ok, "{text}");
+        assert!(
+            line(&text, "brine.enable_ssh").contains("= false"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn host_and_port_overrides_are_shown() {
         let c =
             cfg(json!({"rest_cherrypy": {"port": 8000, "host": "10.0.0.1", "disable_ssl": true}}));

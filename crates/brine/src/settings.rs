@@ -103,8 +103,10 @@ pub struct BrineSettings {
     pub hook_redact_auth_headers: bool,
     /// Serve `/metrics` without a session.
     pub metrics_disable_auth: bool,
-    /// Run the `ssh` client (through the master's `ssh.cmd` runner) when it is also in
-    /// `netapi_enable_clients`.
+    /// Run the `ssh` client (through the master's `ssh.cmd` runner). Listing `ssh` in
+    /// `netapi_enable_clients` is the opt-in, as in salt-api since Salt 3006: when
+    /// `enable_ssh` is not set it follows that list; `false` switches the client off even
+    /// though it is listed; `true` runs it when it is listed (it never runs unlisted).
     pub enable_ssh: bool,
     /// Login attempts per minute per client address (`/login`, `/token`, `/run`); 0: off.
     pub login_rate_limit: u64,
@@ -208,6 +210,9 @@ impl Settings {
         };
         let b = top.section("brine")?;
         let default_pool = master.worker_threads.saturating_sub(1).clamp(1, 16);
+        // Unset, `enable_ssh` follows `netapi_enable_clients` (check-config shows the
+        // default this gives).
+        let ssh_listed = master.netapi_enable_clients.iter().any(|c| c == "ssh");
         let brine = BrineSettings {
             pool_size: b.integer("pool_size", default_pool, 1, 1024)? as usize,
             pool_queue: b.integer("pool_queue", 10_000, 0, 1_000_000)? as usize,
@@ -223,7 +228,7 @@ impl Settings {
             events_query_token: b.boolean("events_query_token", false)?,
             hook_redact_auth_headers: b.boolean("hook_redact_auth_headers", true)?,
             metrics_disable_auth: b.boolean("metrics_disable_auth", false)?,
-            enable_ssh: b.boolean("enable_ssh", false)?,
+            enable_ssh: b.boolean("enable_ssh", ssh_listed)?,
             login_rate_limit: b.integer("login_rate_limit", 10, 0, 1_000_000)?,
             login_burst: b.integer("login_burst", 10, 1, 1_000_000)?,
             login_rate_limit_failures_only: b.boolean("login_rate_limit_failures_only", true)?,
@@ -449,6 +454,32 @@ mod tests {
         );
         let e = backlog(json!({"queue_size": 0})).err().unwrap_or_default();
         assert!(e.contains("rest_cherrypy.queue_size"), "{e}");
+    }
+
+    #[test]
+    fn enable_ssh_follows_netapi_enable_clients_unless_set() {
+        let enabled = |listed: &[&str], brine: serde_json::Value| {
+            let c = cfg(json!({
+                "rest_cherrypy": {"port": 8000, "disable_ssl": true},
+                "netapi_enable_clients": listed,
+                "brine": brine,
+            }));
+            Settings::from_config(&c, &Overrides::default())
+                .map(|s| s.brine.enable_ssh)
+                .map_err(|e| e.to_string())
+        };
+        // Unset: listing `ssh` is the opt-in, as for salt-api.
+        assert_eq!(enabled(&["local", "ssh"], json!({})), Ok(true));
+        assert_eq!(enabled(&["local"], json!({})), Ok(false));
+        assert_eq!(enabled(&[], json!(null)), Ok(false));
+        // `false` switches it off although it is listed; `true` as before.
+        assert_eq!(enabled(&["ssh"], json!({"enable_ssh": false})), Ok(false));
+        assert_eq!(enabled(&["ssh"], json!({"enable_ssh": "no"})), Ok(false));
+        assert_eq!(enabled(&["ssh"], json!({"enable_ssh": true})), Ok(true));
+        let e = enabled(&["ssh"], json!({"enable_ssh": "maybe"}))
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("brine.enable_ssh"), "{e}");
     }
 
     #[test]

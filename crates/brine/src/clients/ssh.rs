@@ -5,8 +5,12 @@
 //! which is stricter than the `ssh` ACL rest_cherrypy checks).
 //!
 //! Only `tgt`, `fun`, `arg`, `kwarg`, `tgt_type` and `timeout` reach the runner, as data;
-//! every other key (roster files, ssh options) is ignored. The client is off unless it is in
-//! `netapi_enable_clients` *and* `brine: {enable_ssh: true}` is set.
+//! every other key (roster files, ssh options) is ignored, so the roster and the ssh options
+//! are the master's own (`roster_file` or `<config dir>/roster`, `ssh_*` options).
+//!
+//! As for salt-api since Salt 3006, listing `ssh` in `netapi_enable_clients` enables the
+//! client; `brine: {enable_ssh: false}` switches it off all the same (settings.rs: unset, the
+//! option follows the list). Lowstate's checks refuse an unlisted client before this one runs.
 
 use serde_json::{json, Map, Value};
 
@@ -18,7 +22,7 @@ use crate::http::error::ApiError;
 pub async fn ssh(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
     if !app.settings.brine.enable_ssh {
         return Err(ApiError::BadRequest(
-            "Client disabled: 'ssh'. Brine runs it only with `brine: {enable_ssh: true}`.".into(),
+            "Client disabled: 'ssh'. It is switched off by `brine: {enable_ssh: false}`.".into(),
         ));
     }
     let (Some(tgt), Some(fun)) = (chunk.get("tgt"), chunk.get("fun")) else {
