@@ -90,6 +90,11 @@ struct Cli {
     /// Salt version the minions claim.
     #[arg(long, default_value = "3008.4")]
     salt_version: String,
+    /// Minion n connects from the loopback address of n + this (see `minion::address`), so
+    /// that several swarms on one master do not share addresses (the master tells connected
+    /// minions by the address of their publish connection).
+    #[arg(long, default_value_t = 0)]
+    address_offset: u32,
     /// Where the swarm keeps its key pair (default `$TMPDIR/salt-swarm-<uid>`).
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -282,6 +287,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         let m = Arc::new(Minion::new(
             index,
+            minion::address(index.saturating_add(cli.address_offset)),
             id,
             is_silent,
             knobs::picked(index, cli.flap),

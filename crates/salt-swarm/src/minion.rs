@@ -107,12 +107,12 @@ pub fn address(index: u32) -> Ipv4Addr {
 }
 
 impl Minion {
-    /// A minion that has not signed in yet.
-    pub fn new(index: u32, id: String, silent: bool, flapping: bool) -> Minion {
+    /// A minion that has not signed in yet, connecting from `ip`.
+    pub fn new(index: u32, ip: Ipv4Addr, id: String, silent: bool, flapping: bool) -> Minion {
         Minion {
             index,
             id,
-            ip: address(index),
+            ip,
             silent,
             flapping,
             session: Mutex::new(None),
