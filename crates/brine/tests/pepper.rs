@@ -7,51 +7,17 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-/// Runs the pepper CLI against `base` and merges its JSON output documents.
-fn pepper_cli(st: &Stack, base: &str, args: &[&str]) -> Value {
-    let home = st.root.join("pepper-home");
-    let _ = std::fs::create_dir_all(&home);
-    let out = Command::new(st.venv.join("bin/pepper"))
-        .env("HOME", &home)
-        .args([
-            "-u",
-            base,
-            "-a",
-            "auto",
-            "--username",
-            "saltdev",
-            "--password",
-            "saltdev",
-        ])
-        .args(["--non-interactive", "--out", "json"])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("pepper: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pepper {args:?} against {base} failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut merged = Map::new();
-    for doc in serde_json::Deserializer::from_str(&stdout).into_iter::<Value>() {
-        match doc {
-            Ok(Value::Object(m)) => merged.extend(m),
-            Ok(other) => {
-                merged.insert("_value".into(), other);
-            }
-            Err(e) => panic!("pepper output is not JSON ({e}): {stdout}"),
-        }
-    }
-    Value::Object(merged)
+/// Runs the pepper CLI against `base` (see [`common::pepper_cli`]); a failure fails the test.
+fn pepper_ok(st: &Stack, base: &str, args: &[&str]) -> Value {
+    pepper_cli(st, base, args)
+        .unwrap_or_else(|e| panic!("pepper {args:?} against {base} failed: {e}"))
 }
 
 fn both_cli(st: &Stack, args: &[&str]) -> Value {
-    let b = pepper_cli(st, &st.brine, args);
-    let c = pepper_cli(st, &st.cherry, args);
+    let b = pepper_ok(st, &st.brine, args);
+    let c = pepper_ok(st, &st.cherry, args);
     assert_eq!(
         normalize(&b),
         normalize(&c),
@@ -90,7 +56,7 @@ fn pepper_cli_runner() {
 #[test]
 fn pepper_cli_lookup_jid_with_a_numeric_jid() {
     let st = stack();
-    let started = pepper_cli(
+    let started = pepper_ok(
         st,
         &st.brine,
         &["--client", "local_async", "*", "test.ping"],
@@ -102,7 +68,7 @@ fn pepper_cli_lookup_jid_with_a_numeric_jid() {
     let want = json!({"m1": true, "m2": true});
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let c = pepper_cli(st, &st.cherry, &args);
+        let c = pepper_ok(st, &st.cherry, &args);
         if c == want || std::time::Instant::now() > deadline {
             assert_eq!(c, want, "the reference's jobs.lookup_jid {jid}");
             break;
@@ -110,7 +76,7 @@ fn pepper_cli_lookup_jid_with_a_numeric_jid() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     assert_eq!(
-        pepper_cli(st, &st.brine, &args),
+        pepper_ok(st, &st.brine, &args),
         want,
         "jobs.lookup_jid {jid}"
     );

@@ -335,39 +335,6 @@ fn reference_token_bug(c: &Resp) -> bool {
     c.status == 401 && c.text().contains("TokenAuthenticationError")
 }
 
-/// Runs the pepper CLI against `base`: its JSON output, or its exit status and output when it
-/// fails.
-fn pepper_cli(st: &Stack, base: &str, args: &[&str]) -> Result<Value, String> {
-    let home = st.root.join("pepper-home");
-    let _ = std::fs::create_dir_all(&home);
-    let out = Command::new(st.venv.join("bin/pepper"))
-        .env("HOME", &home)
-        .args([
-            "-u",
-            base,
-            "-a",
-            "auto",
-            "--username",
-            "saltdev",
-            "--password",
-            "saltdev",
-        ])
-        .args(["--non-interactive", "--out", "json"])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("pepper: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "{}: {stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("pepper output is not JSON ({e}): {stdout}")))
-}
-
 /// salt-pepper's `tests/integration/test_clients.py::test_ssh_client`: its `pepper_cli`
 /// fixture runs the CLI once over `/login` and once with `--run-uri` (a `/token` token in the
 /// chunk, sent to `/run`), and the test asserts `ret['ssh']['localhost']['return'] is True`.

@@ -1122,3 +1122,43 @@ pub fn upload_curl(
     let body = std::fs::read_to_string(&body_file).unwrap_or_default();
     Ok((code.parse().unwrap_or(0), body))
 }
+
+/// Runs the `pepper` CLI (salt-pepper, from the venv) against `base` as `saltdev` with the
+/// `auto` eauth, JSON output: its output documents merged into one map (a bare value under
+/// `_value`), or its exit status and output when it fails.
+pub fn pepper_cli(st: &Stack, base: &str, args: &[&str]) -> Result<Value, String> {
+    let home = st.root.join("pepper-home");
+    let _ = std::fs::create_dir_all(&home);
+    let out = Command::new(st.venv.join("bin/pepper"))
+        .env("HOME", &home)
+        .args(["-u", base, "-a", "auto", "--username", "saltdev"])
+        .args([
+            "--password",
+            "saltdev",
+            "--non-interactive",
+            "--out",
+            "json",
+        ])
+        .args(args)
+        .output()
+        .map_err(|e| format!("pepper: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "{}: {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let mut merged = Map::new();
+    for doc in serde_json::Deserializer::from_str(&stdout).into_iter::<Value>() {
+        match doc {
+            Ok(Value::Object(m)) => merged.extend(m),
+            Ok(other) => {
+                merged.insert("_value".into(), other);
+            }
+            Err(e) => return Err(format!("pepper output is not JSON ({e}): {stdout}")),
+        }
+    }
+    Ok(Value::Object(merged))
+}
