@@ -161,17 +161,8 @@ impl ReqPool {
     }
 }
 
-/// Looks up a string key in a msgpack map.
-pub fn get<'a>(map: &'a Mp, key: &str) -> Option<&'a Mp> {
-    map.as_map()?.iter().find_map(|(k, v)| {
-        let name = match k {
-            Mp::String(s) => s.as_str(),
-            Mp::Binary(b) => std::str::from_utf8(b).ok(),
-            _ => None,
-        };
-        (name == Some(key)).then_some(v)
-    })
-}
+/// Looks up a string key in a msgpack map (salt-wire's, shared with the request channel).
+pub use salt_wire::value::map_get as get;
 
 /// The bytes of a msgpack `bin` or `str` value.
 pub fn bytes(v: &Mp) -> Option<&[u8]> {

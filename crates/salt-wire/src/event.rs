@@ -18,7 +18,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::framing::{FrameError, Framing, MsgpackCodec};
-use crate::reqchan::map_get;
+use crate::value::map_get;
 use crate::WireError;
 
 /// Largest event accepted from the bus (the master trims events at `max_event_size`, 1 MiB by

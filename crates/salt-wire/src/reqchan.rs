@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::framing::{msgpack_len, MAX_DEPTH};
+use crate::value::map_get;
 use crate::zmtp::{self, Frame};
 use crate::WireError;
 
@@ -254,18 +255,6 @@ async fn zmq_task(
             },
         }
     }
-}
-
-/// Looks up a string key in a msgpack map.
-pub(crate) fn map_get<'a>(map: &'a Mp, key: &str) -> Option<&'a Mp> {
-    map.as_map()?.iter().find_map(|(k, v)| {
-        let name = match k {
-            Mp::String(s) => s.as_str(),
-            Mp::Binary(b) => std::str::from_utf8(b).ok(),
-            _ => None,
-        };
-        (name == Some(key)).then_some(v)
-    })
 }
 
 /// Owns a `tcp` transport connection: `{"head": {"mid"}, "body"}` maps, replies matched on

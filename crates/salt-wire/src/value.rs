@@ -65,6 +65,19 @@ fn key_string(k: &Mp) -> String {
     }
 }
 
+/// Looks up a string key in a msgpack map (a key sent as `str` or as `bin`, as Salt's peers
+/// send them).
+pub fn map_get<'a>(map: &'a Mp, key: &str) -> Option<&'a Mp> {
+    map.as_map()?.iter().find_map(|(k, v)| {
+        let name = match k {
+            Mp::String(s) => s.as_str(),
+            Mp::Binary(b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        };
+        (name == Some(key)).then_some(v)
+    })
+}
+
 /// Converts a JSON value into the msgpack value Salt's own client would send for it.
 pub fn json_to_mp(v: &Json) -> Mp {
     match v {
