@@ -196,7 +196,9 @@ impl Hub {
     pub fn dispatch(&self, event: Event) {
         let event = Arc::new(event);
         self.inner.events.fetch_add(1, Ordering::Relaxed);
-        if let Some(jid) = tag_jid(&event.tag) {
+        // A bare-jid tag: the job announcement of masters before Salt 3008.
+        let bare = (!event.tag.is_empty() && !event.tag.contains('/')).then_some(&*event.tag);
+        if let Some(jid) = tag_jid(&event.tag).or(bare) {
             let waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
             if event.tag.starts_with("salt/run/") {
                 let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
@@ -318,6 +320,8 @@ mod tests {
         let hub = Hub::new(16, 1 << 20, 16);
         hub.dispatch(ev("salt/run/9/new"));
         hub.dispatch(ev("salt/run/9/ret"));
+        // A master before Salt 3008 announces a job under its bare jid.
+        hub.dispatch(ev("1"));
         let mut w = hub.watch("9");
         assert!(matches!(w.recv().await, Some(HubMsg::Event(e)) if e.tag == "salt/run/9/new"));
         assert!(matches!(w.recv().await, Some(HubMsg::Event(e)) if e.tag == "salt/run/9/ret"));
@@ -336,6 +340,8 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, WAITER_QUEUE);
+        // A master before Salt 3008 announces a job under its bare jid.
+        hub.dispatch(ev("1"));
         assert!(w
             .hub
             .waiters

@@ -45,6 +45,7 @@ pub struct Timing {
 
 /// The gathering state of one job.
 pub struct Gather {
+    jid: String,
     ret_prefix: String,
     timing: Timing,
     expected: Vec<String>,
@@ -56,6 +57,7 @@ pub struct Gather {
     timeout_at: Instant,
     syndic_until: Instant,
     running: bool,
+    bare_announce: bool,
 }
 
 /// The outcome of a gathering.
@@ -65,6 +67,10 @@ pub struct Gathered {
     pub returns: Vec<(String, Value)>,
     /// Expected ids (then named-but-missing ids) that never returned, in order.
     pub failed: Vec<String>,
+    /// The master announced the job on the bus under its bare jid (`{"minions": [...]}`), as
+    /// masters before Salt 3008 do. The `LocalClient` of those releases reports a minion that
+    /// did not return as `false`, where 3008's gives a "Minion did not return" text.
+    pub bare_announce: bool,
 }
 
 impl Gather {
@@ -78,6 +84,7 @@ impl Gather {
         now: Instant,
     ) -> Gather {
         let mut g = Gather {
+            jid: jid.to_owned(),
             ret_prefix: format!("salt/job/{jid}/ret/"),
             timing,
             expected: Vec::new(),
@@ -89,6 +96,7 @@ impl Gather {
             timeout_at: now + timing.timeout,
             syndic_until: now + timing.syndic_wait,
             running: true,
+            bare_announce: false,
         };
         for m in minions {
             g.expect(m);
@@ -109,6 +117,9 @@ impl Gather {
     /// An event of the job's own jid.
     pub fn on_event(&mut self, ev: &Event) {
         let data = &ev.data;
+        if ev.tag == self.jid {
+            self.bare_announce = true;
+        }
         if let Some(ms) = data.get("minions").and_then(Value::as_array) {
             for m in ms.iter().filter_map(Value::as_str) {
                 self.expect(m);
@@ -243,6 +254,7 @@ impl Gather {
         Gathered {
             returns: self.returns,
             failed,
+            bare_announce: self.bare_announce,
         }
     }
 }
@@ -296,6 +308,7 @@ mod tests {
         assert_eq!(g.step(t0 + S), Step::Done);
         let out = g.finish();
         assert_eq!(out.failed, Vec::<String>::new());
+        assert!(!out.bare_announce);
         assert_eq!(
             out.returns,
             vec![
@@ -309,6 +322,18 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_bare_jid_announcement_marks_a_master_before_3008() {
+        let t0 = Instant::now();
+        let mut g = Gather::new("1", &ids(&["m1"]), vec![], timing(), t0);
+        // Another job's announcement says nothing about this one.
+        g.on_event(&ev("2", json!({"minions": ["m9"]})));
+        g.on_event(&ev("1", json!({"minions": ["m1"]})));
+        let out = g.finish();
+        assert!(out.bare_announce);
+        assert_eq!(out.failed, ids(&["m1"]));
     }
 
     #[test]

@@ -260,14 +260,20 @@ pub(super) async fn run_and_gather(app: &App, call: &LocalCall) -> Result<Option
 }
 
 /// `LocalClient.cmd`'s result: each minion's return (or full return), Salt's "did not return"
-/// text for the silent ones, `false` for ids that produced nothing at all.
+/// text for the silent ones, `false` for ids that produced nothing at all (and for the silent
+/// ones too when the master is older than 3008, [`Gathered::bare_announce`]).
 pub(super) async fn cmd_result(app: &App, call: &LocalCall, job: Job) -> Value {
     let Job {
         jid,
         minions,
         gathered,
     } = job;
-    let failed: Vec<String> = gathered.failed.clone();
+    // A master before 3008 comes with a LocalClient that answers `false` (below) for them.
+    let failed: Vec<String> = if gathered.bare_announce {
+        Vec::new()
+    } else {
+        gathered.failed.clone()
+    };
     let reasons = if failed.is_empty() {
         HashSet::new()
     } else {
