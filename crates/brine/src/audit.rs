@@ -4,43 +4,15 @@
 //! arguments, never a password or a token. It goes with the other logs, or only to
 //! `brine.audit_log_file` when that is set ([`crate::logging`]).
 //!
-//! Jids are learnt where a client publishes ([`note_jid`], a task-local list scoped around one
-//! chunk by [`collect_jids`]), so a synchronous `local` call, whose answer carries no jid, is
-//! audited with its jid too.
-
-use std::cell::RefCell;
-use std::future::Future;
+//! The jids are those the clients report for the chunk ([`crate::clients::Outcome`]), so a
+//! synchronous `local` call, whose answer carries no jid, is audited with its jid too.
 
 use serde_json::{Map, Value};
 
-use crate::lowstate::Client;
-
-tokio::task_local! {
-    static JIDS: RefCell<Vec<String>>;
-}
+use crate::clients::Client;
 
 /// Longest `fun`/`tgt` text written; longer ones are cut.
 const FIELD_WIDTH: usize = 256;
-
-/// Notes a jid the current chunk published (a no-op outside [`collect_jids`]).
-pub fn note_jid(jid: &str) {
-    let _ = JIDS.try_with(|j| {
-        let mut j = j.borrow_mut();
-        if !j.iter().any(|x| x == jid) {
-            j.push(jid.to_owned());
-        }
-    });
-}
-
-/// Runs `f`, collecting the jids it notes.
-pub async fn collect_jids<F: Future>(f: F) -> (F::Output, Vec<String>) {
-    JIDS.scope(RefCell::new(Vec::new()), async {
-        let out = f.await;
-        let jids = JIDS.with(|j| j.take());
-        (out, jids)
-    })
-    .await
-}
 
 fn text(v: Option<&Value>) -> String {
     let t = match v {
@@ -126,18 +98,6 @@ impl Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn jids_are_collected_per_scope_and_once() {
-        note_jid("outside");
-        let ((), jids) = collect_jids(async {
-            note_jid("1");
-            note_jid("2");
-            note_jid("1");
-        })
-        .await;
-        assert_eq!(jids, vec!["1".to_owned(), "2".to_owned()]);
-    }
 
     #[test]
     fn long_values_are_cut() {

@@ -14,15 +14,17 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lru::LruCache;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::http::error::ApiError;
+use crate::error::ApiError;
+use crate::hub::Hub;
 use crate::master::Master;
+use crate::py::python_repr;
 
 /// Longest a positive token check is trusted without asking the master again.
 pub const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
@@ -48,21 +50,6 @@ pub struct TokenInfo {
 pub struct Auth {
     cache: Mutex<LruCache<String, (TokenInfo, Instant)>>,
     revoked: Mutex<HashMap<String, f64>>,
-}
-
-/// `int(token, 16)` in Python terms: what rest_cherrypy accepts as a "hex" token.
-pub fn is_python_hex(token: &str) -> bool {
-    let t = token.trim();
-    let t = t.strip_prefix(['+', '-']).unwrap_or(t);
-    let t = t
-        .strip_prefix("0x")
-        .or_else(|| t.strip_prefix("0X"))
-        .unwrap_or(t);
-    !t.is_empty()
-        && !t.starts_with('_')
-        && !t.ends_with('_')
-        && !t.contains("__")
-        && t.chars().all(|c| c.is_ascii_hexdigit() || c == '_')
 }
 
 /// SHA-256 of a token, hex: how revocations name a token.
@@ -175,6 +162,26 @@ impl Auth {
         }
     }
 
+    /// Follows the bus for revocations announced by any Brine instance on this master (this
+    /// one included), for the life of the process.
+    pub fn follow_revocations(self: &Arc<Self>, hub: &Hub) {
+        let auth = self.clone();
+        let mut rx = hub.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    // Only a revocation's data is parsed back from its frame.
+                    Ok(ev) if ev.tag() == REVOKE_TAG => auth.on_event(ev.tag(), &ev.event().data),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "revocation listener fell behind the bus");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+
     /// Handles a bus event; revocations from any Brine instance are applied.
     pub fn on_event(&self, tag: &str, data: &Value) {
         if tag != REVOKE_TAG {
@@ -261,52 +268,10 @@ pub fn login_perms(token: &Value, external_auth: &Map<String, Value>) -> Value {
     Value::Array(out)
 }
 
-/// Python's `repr()` of a JSON-like value (the sort key of `sorted_permissions`).
-pub fn python_repr(v: &Value) -> String {
-    match v {
-        Value::Null => "None".into(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => {
-            if s.contains('\'') && !s.contains('"') {
-                format!("\"{s}\"")
-            } else {
-                format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-            }
-        }
-        Value::Array(a) => format!(
-            "[{}]",
-            a.iter().map(python_repr).collect::<Vec<_>>().join(", ")
-        ),
-        Value::Object(m) => format!(
-            "{{{}}}",
-            m.iter()
-                .map(|(k, v)| format!(
-                    "{}: {}",
-                    python_repr(&Value::String(k.clone())),
-                    python_repr(v)
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn python_hex_rules() {
-        for ok in ["ab", " ab ", "0xab", "-ab", "a_b", "ABCDEF0123"] {
-            assert!(is_python_hex(ok), "{ok}");
-        }
-        for bad in ["", "xyz", "a__b", "_a", "0x", "a b"] {
-            assert!(!is_python_hex(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn perms_follow_rest_cherrypy() {

@@ -75,9 +75,7 @@ pub fn report(cfg: &MasterConfig, over: &Overrides) -> (String, bool) {
             if let (false, Some(crt), Some(key)) =
                 (s.rest.disable_ssl, &s.rest.ssl_crt, &s.rest.ssl_key)
             {
-                if let Err(e) =
-                    crate::http::server::tls_acceptor(crt, key, s.rest.ssl_chain.as_deref())
-                {
+                if let Err(e) = crate::tls::acceptor(crt, key, s.rest.ssl_chain.as_deref()) {
                     errors.push(format!("TLS: {e}"));
                 }
             }

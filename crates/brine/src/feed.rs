@@ -30,7 +30,7 @@ use salt_wire::event::Event;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use crate::http::negotiate::to_python_json;
+use crate::py::to_python_json;
 
 /// One numbered event with its client encodings.
 #[derive(Debug)]

@@ -19,8 +19,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::http::negotiate::to_python_json;
-use crate::lowstate::string_list;
+use crate::py::string_list;
+use crate::py::to_python_json;
 
 /// Which server's format to produce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,7 +215,7 @@ impl SaltInfo {
         }
         let complete = minions
             .values()
-            .all(|m| m.get("success").is_some_and(crate::lowstate::truthy));
+            .all(|m| m.get("success").is_some_and(crate::py::truthy));
         if complete {
             job.insert("state".into(), json!("complete"));
         }

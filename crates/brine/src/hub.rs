@@ -2,7 +2,7 @@
 //! who waits for events.
 //!
 //! * One task owns the subscription and does nothing but decode and dispatch, so the master
-//!   never sees Brine as a slow subscriber (spec §5.5). It reconnects with back-off (0.5 s
+//!   never sees Brine as a slow subscriber. It reconnects with back-off (0.5 s
 //!   doubling to 5 s) after the master restarts.
 //! * Job waiters register **by jid before the job is published** ([`Hub::watch`]), so a minion
 //!   that answers within a millisecond is never missed. Each waiter has a bounded queue; if it
@@ -229,8 +229,25 @@ impl Hub {
         }
     }
 
-    /// Owns the bus subscription for the life of the process (spawn it once).
-    pub async fn run(self, addr: BusAddr) {
+    /// Starts the hub's tasks: the bus subscription at `addr` and, when kept events age out
+    /// after `max_age` (zero: never), a ticker that ages them out while the bus is quiet too.
+    pub fn start(&self, addr: BusAddr, max_age: Duration) {
+        self.feed().set_max_age(max_age);
+        tokio::spawn(self.clone().run(addr));
+        if !max_age.is_zero() {
+            let hub = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    hub.feed().expire();
+                }
+            });
+        }
+    }
+
+    /// Owns the bus subscription for the life of the process.
+    async fn run(self, addr: BusAddr) {
         let mut backoff = Duration::from_millis(500);
         let mut ever_connected = false;
         loop {
@@ -303,7 +320,10 @@ mod tests {
         hub.dispatch(ev("salt/job/1/ret/m1"));
         hub.dispatch(ev("salt/job/2/ret/m1"));
         hub.dispatch(ev("salt/auth"));
+        // A master before Salt 3008 announces a job under its bare jid.
+        hub.dispatch(ev("1"));
         assert!(matches!(a.recv().await, Some(HubMsg::Event(e)) if e.tag == "salt/job/1/ret/m1"));
+        assert!(matches!(a.recv().await, Some(HubMsg::Event(e)) if e.tag == "1"));
         assert!(matches!(b.recv().await, Some(HubMsg::Event(e)) if e.tag == "salt/job/2/ret/m1"));
         assert!(a.rx.try_recv().is_err());
         drop(a);
@@ -340,8 +360,6 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, WAITER_QUEUE);
-        // A master before Salt 3008 announces a job under its bare jid.
-        hub.dispatch(ev("1"));
         assert!(w
             .hub
             .waiters

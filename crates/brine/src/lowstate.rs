@@ -2,7 +2,7 @@
 //! rest_cherrypy's `exec_lowstate` and Salt's `NetapiClient.run` do, and handing it to its
 //! client.
 //!
-//! Order of checks per chunk (it decides which error a bad chunk gets, spec §3.1):
+//! Order of checks per chunk (it decides which error a bad chunk gets):
 //! the session token is written into the chunk; a `token` must pass Python's `int(x, 16)`
 //! (401 `Invalid token`); a forced client (`POST /minions`) is applied; a scalar `arg` becomes a
 //! one-element list; then the master must be up (503), `client` must be one of the ten names
@@ -12,117 +12,11 @@
 
 use serde_json::{Map, Value};
 
-use crate::app::App;
-use crate::auth::{is_python_hex, python_repr};
-use crate::clients;
-use crate::http::error::ApiError;
+use crate::app::{App, SharedApp};
+use crate::clients::{self, Client};
+use crate::error::ApiError;
+use crate::py::{is_python_hex, python_str, truthy};
 use crate::stats::ClientLabels;
-
-/// The client names `GET /` lists (Salt's `NetapiClient` members, `destroy` included).
-pub const CLIENT_NAMES: [&str; 10] = [
-    "destroy",
-    "local",
-    "local_async",
-    "local_batch",
-    "local_subset",
-    "runner",
-    "runner_async",
-    "ssh",
-    "wheel",
-    "wheel_async",
-];
-
-/// A lowstate client, parsed once from the chunk's `client` value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Client {
-    /// `local`: run and wait for the returns.
-    Local,
-    /// `local_async`: publish and return the jid.
-    LocalAsync,
-    /// `local_batch`: run in batches.
-    LocalBatch,
-    /// `local_subset`: run on a random subset that has the function.
-    LocalSubset,
-    /// `runner`: run and wait for the return event.
-    Runner,
-    /// `runner_async`: start and return the jid.
-    RunnerAsync,
-    /// `wheel`: run (the master answers synchronously).
-    Wheel,
-    /// `wheel_async`: start in the background and return a jid.
-    WheelAsync,
-    /// `ssh`: salt-ssh.
-    Ssh,
-    /// `destroy`: listed by `GET /`, never executed.
-    Destroy,
-}
-
-impl Client {
-    /// Parses a client name.
-    pub fn parse(name: &str) -> Option<Client> {
-        Some(match name {
-            "local" => Client::Local,
-            "local_async" => Client::LocalAsync,
-            "local_batch" => Client::LocalBatch,
-            "local_subset" => Client::LocalSubset,
-            "runner" => Client::Runner,
-            "runner_async" => Client::RunnerAsync,
-            "wheel" => Client::Wheel,
-            "wheel_async" => Client::WheelAsync,
-            "ssh" => Client::Ssh,
-            "destroy" => Client::Destroy,
-            _ => return None,
-        })
-    }
-
-    /// The client's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Client::Local => "local",
-            Client::LocalAsync => "local_async",
-            Client::LocalBatch => "local_batch",
-            Client::LocalSubset => "local_subset",
-            Client::Runner => "runner",
-            Client::RunnerAsync => "runner_async",
-            Client::Wheel => "wheel",
-            Client::WheelAsync => "wheel_async",
-            Client::Ssh => "ssh",
-            Client::Destroy => "destroy",
-        }
-    }
-}
-
-/// Python truthiness of a JSON value.
-pub fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(m) => !m.is_empty(),
-    }
-}
-
-/// The strings of a JSON list (other items and non-lists are ignored).
-pub fn string_list(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `str(value)` as Python prints it in error messages.
-pub fn python_str(v: Option<&Value>) -> String {
-    match v {
-        None => "None".into(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => python_repr(other),
-    }
-}
 
 /// rest_cherrypy's `lowdata_fmt` and the list check of `exec_lowstate`: a non-empty object
 /// is one chunk, a list is the chunks, anything else is `400 Lowstates must be a list`.
@@ -149,7 +43,11 @@ pub struct Exec {
 pub const MAX_CHUNKS: usize = 1000;
 
 /// Runs the chunks in order and collects their results (see the module notes).
-pub async fn execute(app: &App, chunks: Vec<Value>, exec: &Exec) -> Result<Vec<Value>, ApiError> {
+pub async fn execute(
+    app: &SharedApp,
+    chunks: Vec<Value>,
+    exec: &Exec,
+) -> Result<Vec<Value>, ApiError> {
     if chunks.len() > MAX_CHUNKS {
         return Err(ApiError::BadRequest(format!(
             "A lowstate may hold at most {MAX_CHUNKS} chunks"
@@ -183,8 +81,10 @@ pub async fn execute(app: &App, chunks: Vec<Value>, exec: &Exec) -> Result<Vec<V
         let client = validate(app, &chunk).await?;
         let audit = crate::audit::Entry::new(exec.caller.as_ref(), client, &chunk);
         let started = std::time::Instant::now();
-        let (outcome, jids) =
-            crate::audit::collect_jids(clients::dispatch(app, client, chunk)).await;
+        let clients::Outcome {
+            result: outcome,
+            jids,
+        } = clients::dispatch(app, client, chunk).await;
         let label = match &outcome {
             Ok(_) => "ok".to_owned(),
             Err(e) => e.status().as_u16().to_string(),
@@ -261,17 +161,5 @@ mod tests {
                 Err(ApiError::BadRequest("Lowstates must be a list".into()))
             );
         }
-    }
-
-    #[test]
-    fn python_str_and_truthiness() {
-        assert_eq!(python_str(None), "None");
-        assert_eq!(python_str(Some(&json!("x"))), "x");
-        assert_eq!(python_str(Some(&json!(["a", 1]))), "['a', 1]");
-        assert!(!truthy(&json!("")) && truthy(&json!("false")) && !truthy(&json!(0)));
-        assert_eq!(
-            CLIENT_NAMES.iter().filter_map(|n| Client::parse(n)).count(),
-            10
-        );
     }
 }

@@ -13,6 +13,7 @@ mod clients;
 mod coalesce;
 mod cpstats;
 mod daemon;
+mod error;
 mod feed;
 mod formatted;
 mod http;
@@ -21,10 +22,13 @@ mod jid;
 mod logging;
 mod lowstate;
 mod master;
+mod py;
+mod runtime;
 mod settings;
 mod stats;
 mod streams;
 mod throttle;
+mod tls;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -32,7 +36,6 @@ use std::sync::Arc;
 
 use clap::Parser;
 use salt_wire::config::MasterConfig;
-use salt_wire::pool::MasterPool;
 
 use crate::app::App;
 
@@ -41,10 +44,7 @@ use crate::app::App;
 /// keeps it in its arenas for the life of the process.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-use crate::auth::Auth;
-use crate::hub::Hub;
-use crate::master::Master;
-use crate::settings::{Overrides, Settings};
+use crate::settings::{LogOptions, Overrides, Settings};
 
 fn main() -> ExitCode {
     // Purge freed pages in the background (jemalloc's default decay, about 10 s), also while
@@ -93,27 +93,13 @@ fn main() -> ExitCode {
         }
         return daemon::start(started_in.as_deref());
     }
-    // `rest_cherrypy.debug` raises the log level; peek at it before logging starts so that
-    // every note about the configuration is logged once, at the right level.
-    let debug = cfg
-        .get("rest_cherrypy")
-        .and_then(|b| b.get("debug"))
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    let file_option = |block: &str, key: &str| {
-        cfg.get(block)
-            .and_then(|b| b.get(key))
-            .and_then(serde_json::Value::as_str)
-            .map(std::path::PathBuf::from)
-    };
-    let error_file = file_option("rest_cherrypy", "log_error_file");
-    let audit_file = file_option("brine", "audit_log_file");
+    let log = LogOptions::from_config(&cfg);
     let logging = match logging::init(
         &cli,
-        debug,
+        log.debug,
         logging::Files {
-            error: error_file.as_deref(),
-            audit: audit_file.as_deref(),
+            error: log.error_file.as_deref(),
+            audit: log.audit_file.as_deref(),
         },
     ) {
         Ok(f) => f,
@@ -145,8 +131,8 @@ fn main() -> ExitCode {
     }
     // Event streams run on their own threads (http/server.rs says why).
     let (runtime, streams) = match (
-        new_runtime("tokio-runtime-worker", 0),
-        new_runtime("brine-streams", STREAMS_NICENESS),
+        runtime::new_runtime("tokio-runtime-worker", 0),
+        runtime::new_runtime("brine-streams", runtime::STREAMS_NICENESS),
     ) {
         (Ok(r), Ok(s)) => (r, s),
         (Err(e), _) | (_, Err(e)) => {
@@ -172,38 +158,6 @@ fn main() -> ExitCode {
     code
 }
 
-/// How much nicer than the rest of Brine the streams runtime's threads run. Fanning an
-/// event out to thousands of streams is a burst of socket writes that can take every CPU;
-/// with the kernel preferring the request threads, `/stats`, `/login` and `/run` are answered
-/// first and the streams catch up from their buffers (each stream is bounded by
-/// `stream_buffer` and `stream_buffer_bytes`). Lowering one's own threads' priority needs no
-/// privilege.
-const STREAMS_NICENESS: i32 = 5;
-
-/// A multi-threaded runtime whose worker threads are called `name` and run `nicer` steps
-/// nicer than the thread that starts them.
-fn new_runtime(name: &str, nicer: i32) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.thread_name(name).enable_all();
-    if nicer != 0 {
-        let name = name.to_owned();
-        builder.on_thread_start(move || {
-            if let Err(e) = lower_priority(nicer) {
-                tracing::warn!("cannot lower the priority of a {name} thread: {e}");
-            }
-        });
-    }
-    builder.build()
-}
-
-/// Raises the calling thread's nice value by `nicer` (on Linux, `setpriority` on a thread id
-/// changes that thread alone; threads started by it inherit the new value).
-fn lower_priority(nicer: i32) -> rustix::io::Result<()> {
-    let me = Some(rustix::thread::gettid());
-    let now = rustix::process::getpriority_process(me)?;
-    rustix::process::setpriority_process(me, (now + nicer).min(19))
-}
-
 /// Serves until SIGTERM or SIGINT; `ready` is called once Brine listens.
 async fn run(
     settings: Settings,
@@ -218,7 +172,7 @@ async fn run(
             tracing::error!("ssl_crt and ssl_key are required unless disable_ssl is true");
             return ExitCode::from(2);
         };
-        match http::server::tls_acceptor(crt, key, settings.rest.ssl_chain.as_deref()) {
+        match tls::acceptor(crt, key, settings.rest.ssl_chain.as_deref()) {
             Ok(a) => Some(a),
             Err(e) => {
                 tracing::error!("TLS configuration: {e}");
@@ -234,31 +188,6 @@ async fn run(
             return ExitCode::FAILURE;
         }
     };
-    let opts = Arc::new(settings.master.clone());
-    let pool = MasterPool::new(opts.pool(
-        settings.brine.pool_size,
-        settings.brine.pool_queue,
-        settings.brine.connect_timeout,
-    ));
-    let hub = Hub::new(
-        settings.brine.event_ring,
-        settings.brine.event_ring_bytes,
-        settings.brine.stream_buffer,
-    );
-    hub.feed().set_max_age(settings.brine.event_ring_seconds);
-    if !settings.brine.event_ring_seconds.is_zero() {
-        // Ages kept events out while the bus is quiet too.
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                hub.feed().expire();
-            }
-        });
-    }
-    let bus = opts.bus_pub();
-    let stats = Arc::new(stats::Stats::default());
     let access_log = match &settings.rest.log_access_file {
         None => None,
         Some(path) => match http::access_log::AccessLog::open(path).await {
@@ -269,48 +198,11 @@ async fn run(
             }
         },
     };
-    let app = Arc::new_cyclic(|me| App {
-        master: Master::new(pool, opts.clone(), stats.clone()),
-        hub: hub.clone(),
-        auth: Auth::new(settings.brine.token_cache),
-        stats,
-        access_log,
-        throttle: throttle::LoginThrottle::new(
-            settings.brine.login_rate_limit,
-            settings.brine.login_burst,
-            settings.brine.login_rate_limit_failures_only,
-        ),
-        settings: settings.clone(),
-        connected_minions: coalesce::Coalescer::new(std::time::Duration::from_secs(1)),
-        runner_functions: Default::default(),
-        me: me.clone(),
-        stopping: tokio_util::sync::CancellationToken::new(),
-    });
-    tokio::spawn(hub.clone().run(bus));
-    // Revocations announced by any Brine instance on this master.
-    {
-        let app = app.clone();
-        let mut rx = hub.subscribe();
-        tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    // Only a revocation's data is parsed back from its frame.
-                    Ok(ev) if ev.tag() == auth::REVOKE_TAG => {
-                        app.auth.on_event(ev.tag(), &ev.event().data)
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "revocation listener fell behind the bus");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        });
-    }
+    let app = App::start(settings.clone());
     tracing::info!(
         address = %addr,
         tls = tls.is_some(),
-        master = %format!("{}:{}", opts.connect_host, opts.ret_port),
+        master = %format!("{}:{}", settings.master.connect_host, settings.master.ret_port),
         config = %settings.config_file.display(),
         audit = %settings
             .brine
@@ -319,14 +211,13 @@ async fn run(
             .map_or_else(|| "with the other logs".into(), |p| p.display().to_string()),
         "Brine {} listening", env!("CARGO_PKG_VERSION")
     );
-    reopen_on_sighup(log_files, app.access_log.clone());
+    reopen_on_sighup(log_files, access_log.clone());
     ready();
     // The accept loop is a task of the runtime, not the future `main` blocks on: a new
     // connection is then taken by whichever worker is already running, instead of waiting
-    // for the main thread to be woken and given a CPU. Under load that wait was the longest
-    // part of a `/stats` call (66 ms in one run, with the CPU the main thread had last run on
-    // busy with the master).
-    let served = tokio::spawn(http::serve(app, listener, tls, streams, shutdown_signal()));
+    // for the main thread to be woken and given a CPU.
+    let edge = Arc::new(http::Edge { app, access_log });
+    let served = tokio::spawn(http::serve(edge, listener, tls, streams, shutdown_signal()));
     if let Err(e) = served.await {
         tracing::error!("the server stopped abnormally: {e}");
         return ExitCode::FAILURE;
@@ -372,36 +263,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn my_niceness() -> i32 {
-        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(i32::MIN)
-    }
-
-    #[test]
-    fn the_streams_runtime_runs_nicer_than_the_thread_that_built_it() {
-        // Built from a fresh thread, so that the test runner's own threads keep their value.
-        let seen = std::thread::spawn(|| {
-            let mine = my_niceness();
-            let rt = new_runtime("nicer-test", 3).ok()?;
-            let theirs = rt.block_on(rt.spawn(async { my_niceness() })).ok()?;
-            let plain = new_runtime("plain-test", 0).ok()?;
-            let plain = plain.block_on(plain.spawn(async { my_niceness() })).ok()?;
-            Some((mine, theirs, plain))
-        })
-        .join()
-        .ok()
-        .flatten();
-        let Some((mine, theirs, plain)) = seen else {
-            panic!("no runtime");
-        };
-        assert!(mine > i32::MIN && mine <= 16, "niceness {mine}");
-        assert_eq!(theirs, mine + 3);
-        assert_eq!(plain, mine);
     }
 }

@@ -8,7 +8,7 @@
 //!   reached the master: a retried publish would start the job twice.
 //! * Firing events into the bus (`/hook`, token revocations) over one kept-open connection.
 //!
-//! Error mapping (spec §1.5.3): an unreachable or silent master is 503 `Salt Master is not
+//! Error mapping: an unreachable or silent master is 503 `Salt Master is not
 //! available.`, a full queue 503 (busy), the master's `AuthenticationError` family 401 with the
 //! master's message, anything else it refuses a 500.
 
@@ -24,7 +24,7 @@ use salt_wire::WireError;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
-use crate::http::error::ApiError;
+use crate::error::ApiError;
 use crate::stats::{CmdLabels, Stats};
 
 /// Message of every "master not reachable" answer, as salt-api words it.

@@ -12,7 +12,56 @@ use std::time::Duration;
 
 use salt_wire::config::{ConfigError, ConfigErrors, MasterConfig, MasterOptions, Reader};
 
-use crate::http::routes::RouteConfig;
+/// Where the routing table differs between deployments (the HTTP layer's `routes` reads it).
+#[derive(Clone, Debug)]
+pub struct RouteConfig {
+    /// `root_prefix` without a trailing slash (empty for `/`).
+    pub root_prefix: String,
+    /// `enable_sessions`.
+    pub enable_sessions: bool,
+    /// `webhook_url` without slashes (default `hook`).
+    pub webhook: String,
+    /// `app_path` without slashes (default `app`): mounted whether or not `app` is
+    /// configured, as in the reference (without it the page is a 404 with `Allow`).
+    pub app: String,
+    /// `static_path` without slashes, when `static` is configured.
+    pub static_path: Option<String>,
+    /// Whether `favicon` is configured.
+    pub favicon: bool,
+}
+
+/// What logging needs before the other settings are read, so that every note about the
+/// configuration is logged once, at the right level: `rest_cherrypy.debug` (raises the log
+/// level), `rest_cherrypy.log_error_file` and `brine.audit_log_file`, as written (a wrong
+/// type is reported by [`Settings::from_config`]).
+pub struct LogOptions {
+    /// `rest_cherrypy.debug`.
+    pub debug: bool,
+    /// `rest_cherrypy.log_error_file`.
+    pub error_file: Option<PathBuf>,
+    /// `brine.audit_log_file`.
+    pub audit_file: Option<PathBuf>,
+}
+
+impl LogOptions {
+    /// Reads them from the master's configuration.
+    pub fn from_config(cfg: &MasterConfig) -> LogOptions {
+        let get = |block: &str, key: &str| cfg.get(block).and_then(|b| b.get(key)).cloned();
+        let path = |block: &str, key: &str| {
+            get(block, key)
+                .as_ref()
+                .and_then(serde_json::Value::as_str)
+                .map(PathBuf::from)
+        };
+        LogOptions {
+            debug: get("rest_cherrypy", "debug")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+            error_file: path("rest_cherrypy", "log_error_file"),
+            audit_file: path("brine", "audit_log_file"),
+        }
+    }
+}
 
 /// The `rest_cherrypy:` settings Brine honours.
 #[derive(Clone, Debug)]
@@ -282,7 +331,7 @@ fn read_rest(
         }
     };
     let disable_ssl = r.boolean("disable_ssl", no_block)?;
-    // `debug` only raises the log level (main.rs reads it before logging starts); checked here
+    // `debug` only raises the log level ([`LogOptions`] reads it before logging starts); checked here
     // so a bad value is still an error.
     r.boolean("debug", false)?;
     let path =
@@ -320,7 +369,7 @@ fn read_rest(
             None => Ok(None),
         }
     };
-    // `log_error_file` is opened by main.rs with the other log files; its type is checked here.
+    // `log_error_file` is opened with the other log files ([`LogOptions`]); its type is checked here.
     path("log_error_file")?;
     let app = existing("app", false)?;
     let static_dir = existing("static", true)?;

@@ -1,5 +1,5 @@
 //! Master configuration discovery: the master file, its includes, and the options a socket
-//! client of the master needs (spec §8).
+//! client of the master needs.
 //!
 //! Salt's rules, reproduced: the main file is `<config dir>/master`; `default_include`
 //! (default `master.d/*.conf`) and then `include` are globbed relative to the main file's

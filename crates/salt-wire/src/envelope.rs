@@ -1,4 +1,4 @@
-//! The clear request envelope and the shapes of the master's replies (spec §1.2, §1.5, §2).
+//! The clear request envelope and the shapes of the master's replies.
 //!
 //! salt-api never holds a key pair: every request is `{"enc": "clear", "load": {...},
 //! "version": 3}` and authorisation travels inside the load (a token or eauth credentials).

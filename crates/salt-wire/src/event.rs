@@ -1,10 +1,10 @@
 //! The master's event bus: reading it (the PUB side) and firing events into it (the PULL side).
 //!
 //! Both sides are stream sockets: unix sockets `master_event_pub.ipc` / `master_event_pull.ipc`
-//! under `sock_dir`, or TCP ports on loopback with `ipc_mode: tcp` (spec §5.1). Every message
+//! under `sock_dir`, or TCP ports on loopback with `ipc_mode: tcp`. Every message
 //! is `{"head": {}, "body": bin(tag + "\n\n" + msgpack(data))}`. Subscribers read bare maps in
 //! 3007/3008 and length-prefixed maps in 3006, so the reader detects the framing per frame;
-//! firers must write a 4-byte length prefix in every supported version (spec §5.2).
+//! firers must write a 4-byte length prefix in every supported version.
 //! No subscription message exists: the master sends every event to every subscriber.
 
 use std::path::PathBuf;

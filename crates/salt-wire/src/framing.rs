@@ -5,7 +5,7 @@
 //! in front (the event bus PULL side in every supported version, and both bus sides in 3006).
 //! The decoder here finds where one value ends without building it ([`msgpack_len`]), so a
 //! large event arriving in many small reads is scanned cheaply and decoded once, and it can
-//! tell a length prefix from a bare map by the first byte of each frame (spec §5.2: a msgpack
+//! tell a length prefix from a bare map by the first byte of each frame (a msgpack
 //! map starts with `0x80..=0x8f`, `0xde` or `0xdf`; a prefix of a frame under 16 MiB starts
 //! with `0x00`).
 //!

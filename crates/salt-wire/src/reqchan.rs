@@ -1,9 +1,9 @@
 //! One connection to the master's request channel (the "ret port"), for either transport.
 //!
 //! * `transport: zeromq`: ZMTP 3.1 as a `REQ` peer of the master's ROUTER ([`crate::zmtp`]);
-//!   one message is one msgpack envelope (spec §1.3).
+//!   one message is one msgpack envelope.
 //! * `transport: tcp`: `{"head": {"mid": <id>}, "body": <envelope>}` maps back to back; the
-//!   reply echoes `head` (spec §1.4).
+//!   reply echoes `head`.
 //!
 //! Each connection is owned by a small task that reads the socket all the time: it answers the
 //! master's ZMTP heartbeats (`PING`) even while the connection is idle in the pool, and it

@@ -1,7 +1,7 @@
 //! Salt's YAML dialect, loaded into JSON values, with limits for untrusted input.
 //!
 //! Salt reads its config files and salt-api reads `application/x-yaml` bodies with
-//! `SaltYamlSafeLoader`: PyYAML's YAML 1.1 resolver plus a few changes (spec §8.1). A YAML 1.2
+//! `SaltYamlSafeLoader`: PyYAML's YAML 1.1 resolver plus a few changes. A YAML 1.2
 //! library would read `yes`/`on` as strings, so this module builds values from the parser's
 //! events itself and resolves plain scalars with PyYAML's 1.1 rules:
 //!

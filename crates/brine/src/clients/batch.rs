@@ -22,11 +22,11 @@ use tokio::time::{Duration, Instant};
 
 use super::local::{discover, matched, LocalCall};
 use super::AUTH_KEYS;
-use crate::app::App;
-use crate::http::error::ApiError;
+use crate::app::SharedApp;
+use crate::error::ApiError;
 use crate::hub::HubMsg;
 use crate::jid::gen_jid;
-use crate::lowstate::truthy;
+use crate::py::truthy;
 
 /// `salt.utils.batch_state.get_bnum`: the window size for `spec` with `up` minions answering.
 pub fn batch_size(spec: &Value, up: usize) -> Result<usize, ApiError> {
@@ -51,12 +51,15 @@ pub fn batch_size(spec: &Value, up: usize) -> Result<usize, ApiError> {
             .map(|n| n.max(1) as usize)
             .map_err(|_| invalid(s)),
         Value::Number(n) => Ok(n.as_f64().map(|f| f.max(1.0) as usize).unwrap_or(1)),
-        other => Err(invalid(&crate::lowstate::python_str(Some(other)))),
+        other => Err(invalid(&crate::py::python_str(Some(other)))),
     }
 }
 
 /// `local_batch`: one result element per minion.
-pub async fn local_batch(app: &App, mut chunk: Map<String, Value>) -> Result<Vec<Value>, ApiError> {
+pub async fn local_batch(
+    app: &SharedApp,
+    mut chunk: Map<String, Value>,
+) -> Result<Vec<Value>, ApiError> {
     let spec = match chunk.remove("batch") {
         None | Some(Value::Null) => json!("10%"),
         Some(v) => v,
@@ -138,7 +141,7 @@ pub async fn local_batch(app: &App, mut chunk: Map<String, Value>) -> Result<Vec
             load.insert("jid".into(), json!(jid));
             load.insert("kwargs".into(), Value::Object(kwargs.clone()));
             let reply = app.master.publish(load).await?;
-            crate::audit::note_jid(&jid);
+            super::started(&jid);
             let published = matched(&reply).map(|(_, m, _)| m).unwrap_or_default();
             for id in ids {
                 if published.contains(&id) {

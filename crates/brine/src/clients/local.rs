@@ -1,6 +1,6 @@
 //! The `local` and `local_async` clients: publish an execution-module job and, for `local`,
 //! gather the returns with Salt's own rules so results equal the `salt` CLI's and
-//! rest_cherrypy's (`LocalClient.cmd` → `get_iter_returns`, spec §3).
+//! rest_cherrypy's (`LocalClient.cmd` → `get_iter_returns`).
 //!
 //! Brine makes the jid and registers with the event hub **before** publishing, then drives
 //! Salt's gathering rules ([`super::gather`]): one `saltutil.find_job` probe per round goes to
@@ -16,11 +16,11 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::gather::{Gather, Gathered, Step, Timing};
-use crate::app::App;
-use crate::http::error::ApiError;
+use crate::app::SharedApp;
+use crate::error::ApiError;
 use crate::hub::{HubMsg, JidWatch};
 use crate::jid::{gen_jid, is_jid};
-use crate::lowstate::{string_list, truthy};
+use crate::py::{string_list, truthy};
 
 /// A parsed `local` chunk (`LocalClient.cmd`'s parameters; everything else is `kwargs`).
 pub(super) struct LocalCall {
@@ -70,12 +70,15 @@ fn value_text(v: Value) -> String {
     match v {
         Value::String(s) => s,
         Value::Null => String::new(),
-        other => crate::lowstate::python_str(Some(&other)),
+        other => crate::py::python_str(Some(&other)),
     }
 }
 
 impl LocalCall {
-    pub(super) fn parse(app: &App, mut chunk: Map<String, Value>) -> Result<LocalCall, ApiError> {
+    pub(super) fn parse(
+        app: &SharedApp,
+        mut chunk: Map<String, Value>,
+    ) -> Result<LocalCall, ApiError> {
         let opts = &app.settings.master;
         // `LocalClient.cmd(tgt, fun, ...)` without them is a TypeError in Python: a 500.
         let tgt = chunk.remove("tgt").ok_or(ApiError::Internal)?;
@@ -154,7 +157,7 @@ impl LocalCall {
 
 /// `tgt_type: nodegroup` is resolved by the client (Salt's `LocalClient._prep_pub`), from the
 /// master's `nodegroups`, into a compound target.
-fn resolve_nodegroup(app: &App, tgt: Value, tgt_type: String) -> (Value, String) {
+fn resolve_nodegroup(app: &SharedApp, tgt: Value, tgt_type: String) -> (Value, String) {
     if tgt_type != "nodegroup" {
         return (tgt, tgt_type);
     }
@@ -188,12 +191,12 @@ pub(super) fn matched(reply: &Value) -> Option<(String, Vec<String>, Vec<String>
 }
 
 /// `local_async` (`LocalClient.run_job`): `{"jid", "minions"}`, or `{}` when nothing matched.
-pub async fn local_async(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
+pub async fn local_async(app: &SharedApp, chunk: Map<String, Value>) -> Result<Value, ApiError> {
     let call = LocalCall::parse(app, chunk)?;
     let reply = app.master.publish(call.publish_load()).await?;
     Ok(match matched(&reply) {
         Some((jid, minions, _)) => {
-            crate::audit::note_jid(&jid);
+            super::started(&jid);
             json!({"jid": jid, "minions": minions})
         }
         None => json!({}),
@@ -201,7 +204,7 @@ pub async fn local_async(app: &App, chunk: Map<String, Value>) -> Result<Value, 
 }
 
 /// `local` (`LocalClient.cmd`): the minions' returns.
-pub async fn local(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
+pub async fn local(app: &SharedApp, chunk: Map<String, Value>) -> Result<Value, ApiError> {
     let call = LocalCall::parse(app, chunk)?;
     match run_and_gather(app, &call).await? {
         None => Ok(json!({})),
@@ -212,7 +215,7 @@ pub async fn local(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiErr
 /// Runs `fun` without arguments on the chunk's target (Salt's discovery step of batch and
 /// subset runs), with the chunk's credentials and timeouts. `None`: nothing matched.
 pub(super) async fn discover(
-    app: &App,
+    app: &SharedApp,
     chunk: &Map<String, Value>,
     fun: &str,
 ) -> Result<Option<Job>, ApiError> {
@@ -237,7 +240,10 @@ pub(super) struct Job {
 
 /// Publishes `call` (registered for its events first) and gathers the returns with Salt's
 /// rules. `None` when the target matched no minion.
-pub(super) async fn run_and_gather(app: &App, call: &LocalCall) -> Result<Option<Job>, ApiError> {
+pub(super) async fn run_and_gather(
+    app: &SharedApp,
+    call: &LocalCall,
+) -> Result<Option<Job>, ApiError> {
     // Salt's LocalClient refuses to publish without its event subscription, too.
     app.bus_ready().await?;
     let mut watch = app.hub.watch(&call.jid);
@@ -245,7 +251,7 @@ pub(super) async fn run_and_gather(app: &App, call: &LocalCall) -> Result<Option
     let Some((jid, minions, missing)) = matched(&reply) else {
         return Ok(None);
     };
-    crate::audit::note_jid(&jid);
+    super::started(&jid);
     if jid != call.jid {
         // The master chose another jid (a passed jid is normally kept): follow it.
         tracing::warn!(ours = %call.jid, theirs = %jid, "master replaced the job id");
@@ -262,7 +268,7 @@ pub(super) async fn run_and_gather(app: &App, call: &LocalCall) -> Result<Option
 /// `LocalClient.cmd`'s result: each minion's return (or full return), Salt's "did not return"
 /// text for the silent ones, `false` for ids that produced nothing at all (and for the silent
 /// ones too when the master is older than 3008, [`Gathered::bare_announce`]).
-pub(super) async fn cmd_result(app: &App, call: &LocalCall, job: Job) -> Value {
+pub(super) async fn cmd_result(app: &SharedApp, call: &LocalCall, job: Job) -> Value {
     let Job {
         jid,
         minions,
@@ -318,7 +324,7 @@ pub(super) async fn cmd_result(app: &App, call: &LocalCall, job: Job) -> Value {
 
 /// Drives Salt's gathering rules ([`Gather`]) with the job's events and probes.
 async fn gather(
-    app: &App,
+    app: &SharedApp,
     call: &LocalCall,
     jid: &str,
     minions: &[String],
@@ -369,7 +375,7 @@ async fn gather(
 
 /// Publishes one `saltutil.find_job` probe to `pending` and returns the watch on its jid.
 pub(super) async fn find_job(
-    app: &App,
+    app: &SharedApp,
     call: &LocalCall,
     jid: &str,
     pending: Vec<String>,
@@ -403,16 +409,14 @@ pub(super) async fn find_job(
 /// the caller's own credentials; concurrent calls of one caller share one question
 /// ([`crate::coalesce`]). Empty when the master's answer is unavailable.
 async fn not_connected(
-    app: &App,
+    app: &SharedApp,
     kwargs: &Map<String, Value>,
     failed: &[String],
 ) -> HashSet<String> {
     if !app.settings.master.minion_data_cache {
         return HashSet::new();
     }
-    let Some(shared) = app.self_ref() else {
-        return HashSet::new();
-    };
+    let shared = app.clone();
     let mut load = Map::new();
     load.insert("fun".into(), json!("minions.connected"));
     for k in super::AUTH_KEYS {

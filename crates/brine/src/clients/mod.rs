@@ -12,15 +12,124 @@ pub mod ssh;
 pub mod subset;
 pub mod wheel;
 
+use std::cell::RefCell;
+
 use serde_json::{Map, Value};
 
-use crate::app::App;
-use crate::http::error::ApiError;
-use crate::lowstate::Client;
+use crate::app::SharedApp;
+use crate::error::ApiError;
 
-/// Runs one checked chunk; most clients give one result, batch clients several.
-pub async fn dispatch(
-    app: &App,
+/// The client names `GET /` lists (Salt's `NetapiClient` members, `destroy` included).
+pub const CLIENT_NAMES: [&str; 10] = [
+    "destroy",
+    "local",
+    "local_async",
+    "local_batch",
+    "local_subset",
+    "runner",
+    "runner_async",
+    "ssh",
+    "wheel",
+    "wheel_async",
+];
+
+/// A lowstate client, parsed once from the chunk's `client` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// `local`: run and wait for the returns.
+    Local,
+    /// `local_async`: publish and return the jid.
+    LocalAsync,
+    /// `local_batch`: run in batches.
+    LocalBatch,
+    /// `local_subset`: run on a random subset that has the function.
+    LocalSubset,
+    /// `runner`: run and wait for the return event.
+    Runner,
+    /// `runner_async`: start and return the jid.
+    RunnerAsync,
+    /// `wheel`: run (the master answers synchronously).
+    Wheel,
+    /// `wheel_async`: start in the background and return a jid.
+    WheelAsync,
+    /// `ssh`: salt-ssh.
+    Ssh,
+    /// `destroy`: listed by `GET /`, never executed.
+    Destroy,
+}
+
+impl Client {
+    /// Parses a client name.
+    pub fn parse(name: &str) -> Option<Client> {
+        Some(match name {
+            "local" => Client::Local,
+            "local_async" => Client::LocalAsync,
+            "local_batch" => Client::LocalBatch,
+            "local_subset" => Client::LocalSubset,
+            "runner" => Client::Runner,
+            "runner_async" => Client::RunnerAsync,
+            "wheel" => Client::Wheel,
+            "wheel_async" => Client::WheelAsync,
+            "ssh" => Client::Ssh,
+            "destroy" => Client::Destroy,
+            _ => return None,
+        })
+    }
+
+    /// The client's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Client::Local => "local",
+            Client::LocalAsync => "local_async",
+            Client::LocalBatch => "local_batch",
+            Client::LocalSubset => "local_subset",
+            Client::Runner => "runner",
+            Client::RunnerAsync => "runner_async",
+            Client::Wheel => "wheel",
+            Client::WheelAsync => "wheel_async",
+            Client::Ssh => "ssh",
+            Client::Destroy => "destroy",
+        }
+    }
+}
+
+/// What one chunk did: its result, and the jobs it started on the master (a synchronous
+/// `local` call's answer carries no jid, yet the audit names it).
+pub struct Outcome {
+    /// Most clients give one result, batch clients several.
+    pub result: Result<Vec<Value>, ApiError>,
+    /// The jids the master gave the chunk's jobs, in order.
+    pub jids: Vec<String>,
+}
+
+tokio::task_local! {
+    static STARTED: RefCell<Vec<String>>;
+}
+
+/// Notes a job the running chunk started (called by the clients where they publish or start
+/// a runner or wheel job; a no-op outside [`dispatch`]).
+fn started(jid: &str) {
+    let _ = STARTED.try_with(|j| {
+        let mut j = j.borrow_mut();
+        if !j.iter().any(|x| x == jid) {
+            j.push(jid.to_owned());
+        }
+    });
+}
+
+/// Runs one checked chunk.
+pub async fn dispatch(app: &SharedApp, client: Client, chunk: Map<String, Value>) -> Outcome {
+    STARTED
+        .scope(RefCell::new(Vec::new()), async {
+            let result = run(app, client, chunk).await;
+            let jids = STARTED.with(|j| j.take());
+            Outcome { result, jids }
+        })
+        .await
+}
+
+async fn run(
+    app: &SharedApp,
     client: Client,
     chunk: Map<String, Value>,
 ) -> Result<Vec<Value>, ApiError> {
@@ -35,7 +144,7 @@ pub async fn dispatch(
         Client::LocalBatch => batch::local_batch(app, chunk).await,
         Client::LocalSubset => one(subset::local_subset(app, chunk).await?),
         Client::Ssh => one(ssh::ssh(app, chunk).await?),
-        // Listed by `GET /` for compatibility; never a command (spec §7, item 4).
+        // Listed by `GET /` for compatibility; never a command.
         Client::Destroy => Err(ApiError::BadRequest(
             "Invalid client specified: 'destroy'".into(),
         )),
@@ -63,4 +172,31 @@ pub fn bus_lost(jid: &str) -> ApiError {
         "Lost the connection to the Salt master's event bus while job {jid} was running; \
          its result is unknown here. Look it up later with GET /jobs/{jid}."
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_client_name_parses() {
+        assert_eq!(
+            CLIENT_NAMES.iter().filter_map(|n| Client::parse(n)).count(),
+            10
+        );
+    }
+
+    #[tokio::test]
+    async fn jobs_started_are_collected_once_each_in_order() {
+        let jids = STARTED
+            .scope(RefCell::new(Vec::new()), async {
+                started("2");
+                started("1");
+                started("2");
+                STARTED.with(|j| j.take())
+            })
+            .await;
+        assert_eq!(jids, ["2", "1"]);
+        started("outside a chunk: ignored");
+    }
 }

@@ -32,11 +32,12 @@ use salt_wire::event::Event;
 use serde_json::{json, Map, Value};
 
 use super::missing_fun;
-use crate::app::App;
-use crate::http::body::yamlify_arg;
-use crate::http::error::ApiError;
+use super::Client;
+use crate::app::SharedApp;
+use crate::error::ApiError;
 use crate::hub::{HubMsg, JidWatch};
-use crate::lowstate::{truthy, Client};
+use crate::py::truthy;
+use crate::py::yamlify_arg;
 
 /// How long a runner may take to fire its `new` event before Brine decides it never started.
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -46,91 +47,48 @@ const CRED_KEYS: [&str; 7] = [
     "username", "password", "eauth", "token", "client", "user", "key",
 ];
 
-/// A function missing from a list fetched longer ago than this is looked up again (a runner
-/// module may have been added since) before the call is refused.
-const LIST_FRESH: Duration = Duration::from_secs(10);
-
-/// How long one credential's `doc.runner` answer (or its refusal) is reused.
-const LIST_PER_CREDENTIAL: Duration = Duration::from_secs(10);
-
 /// How long fetching the list may take.
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The names of the master's runner functions, as its `doc.runner` lists them: the same for
-/// every caller, fetched with the credentials of a caller who may run `doc.runner`.
-pub struct RunnerFunctions {
-    names: std::sync::Mutex<Option<(std::time::Instant, Arc<std::collections::HashSet<String>>)>>,
-    fetches: crate::coalesce::Coalescer<Option<Arc<std::collections::HashSet<String>>>>,
-}
-
-impl Default for RunnerFunctions {
-    fn default() -> Self {
-        RunnerFunctions {
-            names: std::sync::Mutex::new(None),
-            fetches: crate::coalesce::Coalescer::new(LIST_PER_CREDENTIAL),
+/// Whether the master has the runner function `fun` ([`RunnerFunctions`]); `None` when that
+/// cannot be known (the list could not be fetched with the credentials of `load`).
+async fn function_exists(app: &SharedApp, load: &Map<String, Value>, fun: &str) -> Option<bool> {
+    if let Some(known) = app.runner_functions.known(fun) {
+        return Some(known);
+    }
+    let mut ask = Map::new();
+    for k in CRED_KEYS {
+        if let Some(v) = load.get(k) {
+            ask.insert(k.into(), v.clone());
         }
     }
-}
-
-impl RunnerFunctions {
-    /// What the list already says of `fun` without asking: `Some(true)` when it is there,
-    /// `Some(false)` when a fresh list lacks it, `None` when the master must be asked.
-    fn known(&self, fun: &str) -> Option<bool> {
-        let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        let (at, set) = names.as_ref()?;
-        if set.contains(fun) {
-            Some(true)
-        } else if at.elapsed() < LIST_FRESH {
-            Some(false)
-        } else {
-            None
-        }
-    }
-
-    /// Whether the master has the runner function `fun`; `None` when that cannot be known
-    /// (the list could not be fetched with the credentials of `load`).
-    async fn exists(&self, app: &App, load: &Map<String, Value>, fun: &str) -> Option<bool> {
-        if let Some(known) = self.known(fun) {
-            return Some(known);
-        }
-        let mut ask = Map::new();
-        for k in CRED_KEYS {
-            if let Some(v) = load.get(k) {
-                ask.insert(k.into(), v.clone());
-            }
-        }
-        let creds = serde_json::to_vec(&ask).unwrap_or_default();
-        ask.insert("fun".into(), json!("doc.runner"));
-        ask.insert("kwarg".into(), json!({"arg": [], "kwarg": {}}));
-        let key = crate::coalesce::key(&[b"doc.runner", &creds]);
-        let app = app.self_ref()?;
-        let set = self
-            .fetches
-            .get(key, move || async move {
-                // A task of its own: it runs to its end (and lets go of its job watch) even
-                // when every caller stopped waiting for it (their runner started first).
-                tokio::spawn(async move {
-                    let set = fetch_names(&app, ask).await?;
-                    app.runner_functions.store(set.clone());
-                    Some(set)
-                })
-                .await
-                .ok()
-                .flatten()
+    let creds = serde_json::to_vec(&ask).unwrap_or_default();
+    ask.insert("fun".into(), json!("doc.runner"));
+    ask.insert("kwarg".into(), json!({"arg": [], "kwarg": {}}));
+    let key = crate::coalesce::key(&[b"doc.runner", &creds]);
+    let bg = app.clone();
+    let set = app
+        .runner_functions
+        .fetches
+        .get(key, move || async move {
+            // A task of its own: it runs to its end (and lets go of its job watch) even
+            // when every caller stopped waiting for it (their runner started first).
+            tokio::spawn(async move {
+                let set = fetch_names(&bg, ask).await?;
+                bg.runner_functions.store(set.clone());
+                Some(set)
             })
-            .await?;
-        Some(set.contains(fun))
-    }
-
-    fn store(&self, set: Arc<std::collections::HashSet<String>>) {
-        *self.names.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), set));
-    }
+            .await
+            .ok()
+            .flatten()
+        })
+        .await?;
+    Some(set.contains(fun))
 }
 
 /// Runs `doc.runner` (the load carries the caller's credentials) and keeps the names.
 async fn fetch_names(
-    app: &App,
+    app: &SharedApp,
     load: Map<String, Value>,
 ) -> Option<Arc<std::collections::HashSet<String>>> {
     let (reply, mut watch, started) =
@@ -293,7 +251,7 @@ enum Started {
 /// `exists` says whether the function is one of the master's (see [`RunnerFunctions`]): a
 /// `Some(false)` answers 500 at once, whatever the runner is doing.
 async fn start(
-    app: &App,
+    app: &SharedApp,
     load: Map<String, Value>,
     limit: Duration,
     exists: impl std::future::Future<Output = Option<bool>>,
@@ -304,7 +262,7 @@ async fn start(
         tracing::error!("runner reply without a jid");
         return Err(ApiError::Internal);
     };
-    crate::audit::note_jid(jid);
+    super::started(jid);
     let mut watch = app.hub.watch(jid);
     let deadline = tokio::time::Instant::now() + limit.min(START_TIMEOUT);
     let exists = exists.fuse();
@@ -359,7 +317,7 @@ fn unknown_function(ev: &Event, fun: &str) -> bool {
 }
 
 /// `runner_async`: the master's `{"tag", "jid"}`, once the runner has started.
-pub async fn runner_async(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
+pub async fn runner_async(app: &SharedApp, chunk: Map<String, Value>) -> Result<Value, ApiError> {
     let call = reformat(Client::RunnerAsync, chunk)?;
     let (reply, _, _) = checked_start(app, call.load, START_TIMEOUT).await?;
     Ok(reply)
@@ -368,7 +326,7 @@ pub async fn runner_async(app: &App, chunk: Map<String, Value>) -> Result<Value,
 /// [`start`] for a caller's call: refused at once, without asking the master to run it, when
 /// the master's runner list is known and lacks the function; else raced against that list.
 async fn checked_start(
-    app: &App,
+    app: &SharedApp,
     load: Map<String, Value>,
     limit: Duration,
 ) -> Result<(Value, JidWatch, Started), ApiError> {
@@ -385,12 +343,12 @@ async fn checked_start(
         return Err(ApiError::Internal);
     }
     let creds = load.clone();
-    let exists = app.runner_functions.exists(app, &creds, &fun);
+    let exists = function_exists(app, &creds, &fun);
     start(app, load, limit, exists).await
 }
 
 /// `runner`: the runner's return, or the whole `{"tag", "data"}` event with `full_return`.
-pub async fn runner(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
+pub async fn runner(app: &SharedApp, chunk: Map<String, Value>) -> Result<Value, ApiError> {
     let RunnerCall {
         load,
         timeout,

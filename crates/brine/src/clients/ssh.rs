@@ -15,11 +15,11 @@
 use serde_json::{json, Map, Value};
 
 use super::runner;
-use crate::app::App;
-use crate::http::error::ApiError;
+use crate::app::SharedApp;
+use crate::error::ApiError;
 
 /// `ssh`: the runner's return (`{host: result}`).
-pub async fn ssh(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
+pub async fn ssh(app: &SharedApp, chunk: Map<String, Value>) -> Result<Value, ApiError> {
     if !app.settings.brine.enable_ssh {
         return Err(ApiError::BadRequest(
             "Client disabled: 'ssh'. It is switched off by `brine: {enable_ssh: false}`.".into(),

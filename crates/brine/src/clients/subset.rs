@@ -10,8 +10,8 @@ use rand::seq::SliceRandom;
 use serde_json::{json, Map, Value};
 
 use super::local::{cmd_result, discover, run_and_gather, LocalCall};
-use crate::app::App;
-use crate::http::error::ApiError;
+use crate::app::SharedApp;
+use crate::error::ApiError;
 
 /// How many minions to pick (`sub` over `subset`, default 3).
 fn subset_size(chunk: &mut Map<String, Value>) -> Result<usize, ApiError> {
@@ -39,7 +39,10 @@ fn has_function(ret: &Value, fun: &Value) -> bool {
 }
 
 /// `local_subset`.
-pub async fn local_subset(app: &App, mut chunk: Map<String, Value>) -> Result<Value, ApiError> {
+pub async fn local_subset(
+    app: &SharedApp,
+    mut chunk: Map<String, Value>,
+) -> Result<Value, ApiError> {
     let size = subset_size(&mut chunk)?;
     chunk.remove("cli");
     let call = LocalCall::parse(app, chunk.clone())?;

@@ -4,7 +4,7 @@
 //! synchronously and answers `{"tag", "data"}`, which rest_cherrypy returns as is).
 //!
 //! `wheel_async` in salt-api forks a child that makes the same synchronous call and answers at
-//! once with a jid the *API* generated, one the master then replaces with its own (spec §4.4):
+//! once with a jid the *API* generated, one the master then replaces with its own:
 //! the returned jid never appears on the bus. Brine keeps that answer shape (clients read
 //! `jid`/`tag`) and runs the call in a background task, but refuses a token the master does not
 //! know before answering, and waits up to 3 s for the master to refuse eauth credentials (a
@@ -14,13 +14,13 @@
 use serde_json::{json, Map, Value};
 
 use super::missing_fun;
-use crate::app::App;
-use crate::http::error::ApiError;
+use super::Client;
+use crate::app::SharedApp;
+use crate::error::ApiError;
 use crate::jid::gen_jid;
-use crate::lowstate::Client;
 
 /// `wheel`: the master's `{"tag", "data": {"fun", "jid", "tag", "user", "return", "success"}}`.
-pub async fn wheel(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
+pub async fn wheel(app: &SharedApp, chunk: Map<String, Value>) -> Result<Value, ApiError> {
     if !chunk.contains_key("fun") {
         return Err(missing_fun(Client::Wheel));
     }
@@ -31,7 +31,7 @@ pub async fn wheel(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiErr
 
 /// `wheel_async`: `{"tag": "salt/wheel/<jid>", "jid": "<jid>"}` at once; the call runs in the
 /// background.
-pub async fn wheel_async(app: &App, chunk: Map<String, Value>) -> Result<Value, ApiError> {
+pub async fn wheel_async(app: &SharedApp, chunk: Map<String, Value>) -> Result<Value, ApiError> {
     if !chunk.contains_key("fun") {
         return Err(missing_fun(Client::WheelAsync));
     }
@@ -43,11 +43,9 @@ pub async fn wheel_async(app: &App, chunk: Map<String, Value>) -> Result<Value, 
         }
     }
     let jid = gen_jid(app.settings.utc_jid);
-    crate::audit::note_jid(&jid);
+    super::started(&jid);
     let tag = format!("salt/wheel/{jid}");
-    let Some(bg) = app.self_ref() else {
-        return Err(ApiError::Internal);
-    };
+    let bg = app.clone();
     // The call runs in the background; its first moments are awaited so that credentials the
     // master refuses (a wrong eauth password in a `/run` chunk) get a 401, not a jid.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();

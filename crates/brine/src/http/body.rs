@@ -1,4 +1,4 @@
-//! Request bodies: the content types salt-api reads and how each becomes a value (spec §1.3).
+//! Request bodies: the content types salt-api reads and how each becomes a value.
 //!
 //! Quirks of rest_cherrypy reproduced on purpose, each where it happens below:
 //! * `text/plain` is tried as JSON first, because SaltGUI posts JSON with `fetch` and no
@@ -16,6 +16,7 @@
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use crate::py::yamlify_arg;
 use salt_wire::yaml::{self, Limits};
 
 /// Bounds applied to every parsed body.
@@ -165,46 +166,6 @@ fn yamlify(v: Value) -> Value {
     }
 }
 
-/// `salt.utils.args.yamlify_arg`: CLI-style coercion of one argument string.
-pub fn yamlify_arg(arg: &str) -> Value {
-    let keep = || Value::String(arg.to_owned());
-    let stripped = arg.trim();
-    if matches!(stripped, "" | "---" | "...") {
-        return keep();
-    }
-    if arg.contains('_') && stripped.chars().all(|c| c.is_ascii_digit() || c == '_') {
-        return keep();
-    }
-    if arg.contains(['\t', '\r', '\n']) {
-        return keep();
-    }
-    let limits = Limits {
-        max_depth: 32,
-        max_nodes: 10_000,
-    };
-    if arg.contains('#') {
-        // Only take the YAML reading when it is not a string: a `#` may start a comment.
-        return match yaml::load(arg, limits) {
-            Ok(Some(Value::String(_))) | Ok(None) | Err(_) => keep(),
-            Ok(Some(v)) => v,
-        };
-    }
-    if arg == "None" {
-        return Value::Null;
-    }
-    let parsed = match yaml::load(arg, limits) {
-        Ok(v) => v.unwrap_or(Value::Null),
-        Err(_) => return keep(),
-    };
-    match parsed {
-        Value::Object(_) if !arg.starts_with('{') => keep(),
-        Value::Array(_) if !arg.starts_with('[') => keep(),
-        Value::String(ref s) if s.is_empty() && (arg == "|" || arg == "!") => keep(),
-        Value::Null if stripped.starts_with('#') || arg == "!" => keep(),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,22 +259,6 @@ mod tests {
             "arg=hello&kwarg=%7Ba%3A+1%7D",
         );
         assert_eq!(one, Ok(Some(json!({"arg": ["hello"], "kwarg": {"a": 1}}))));
-    }
-
-    #[test]
-    fn yamlify_arg_special_cases() {
-        assert_eq!(yamlify_arg("1_000"), json!("1_000"));
-        assert_eq!(yamlify_arg("---"), json!("---"));
-        assert_eq!(yamlify_arg("a\tb"), json!("a\tb"));
-        assert_eq!(yamlify_arg("foo #bar"), json!("foo #bar"));
-        assert_eq!(yamlify_arg("[1, 2] # c"), json!([1, 2]));
-        assert_eq!(yamlify_arg("None"), json!(null));
-        assert_eq!(yamlify_arg("k: v"), json!("k: v"));
-        assert_eq!(yamlify_arg("- a"), json!("- a"));
-        assert_eq!(yamlify_arg("!"), json!("!"));
-        assert_eq!(yamlify_arg("1.5"), json!(1.5));
-        assert_eq!(yamlify_arg("name=value"), json!("name=value"));
-        assert_eq!(yamlify_arg("'quoted'"), json!("quoted"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `GET /events`: the master's event bus as Server-Sent Events, framed as rest_cherrypy frames
-//! it (spec §4.1), from Brine's one bus subscription.
+//! it, from Brine's one bus subscription.
 //!
 //! * Auth: a valid token in `X-Auth-Token` or the `session_id` cookie (the header wins). Any
 //!   query parameter is rest_cherrypy 3008's 400 (tokens in URLs end up in logs), unless the

@@ -1,6 +1,6 @@
 //! Files salt-api serves besides its API: the `app` page (at `app_path` and below, and for any
 //! request that wants HTML when the HTML override applies), the `static` directory under
-//! `static_path`, and `favicon` (spec §1.4.3, §2.14-2.15).
+//! `static_path`, and `favicon`.
 //!
 //! Serving is `tower-http`'s `ServeFile`/`ServeDir`: content types by extension,
 //! `Last-Modified` and conditional requests, byte ranges, and paths confined to the configured

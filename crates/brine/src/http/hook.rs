@@ -1,5 +1,5 @@
 //! `POST /hook[/<path>...]`: fires one event `salt/netapi/hook/<path>` on the master's bus for
-//! reactors, with rest_cherrypy's event data (spec §2.12):
+//! reactors, with rest_cherrypy's event data:
 //!
 //! * `body`: the raw request body as text (`""` when empty; form bodies stay URL-encoded);
 //! * `post`: the body as parsed (object, list or string; `{}` when empty). As in the reference,

@@ -14,7 +14,8 @@ use serde_json::json;
 use super::error::ApiError;
 use super::{ok, session, Ctx, Req};
 use crate::app::SharedApp;
-use crate::lowstate::{self, Exec, CLIENT_NAMES};
+use crate::clients::CLIENT_NAMES;
+use crate::lowstate::{self, Exec};
 
 /// `GET /`.
 pub fn welcome(req: &Req) -> Result<Response, ApiError> {

@@ -1,4 +1,4 @@
-//! `/keys`: the master's minion keys through the wheel client (spec §2.10-2.11).
+//! `/keys`: the master's minion keys through the wheel client.
 //!
 //! * `GET /keys`: wheel `key.list_all`; `GET /keys/<mid>`: wheel `key.finger` with
 //!   `match=<mid>`. The answer's `return` is the wheel return itself (an object). There is no
@@ -96,7 +96,7 @@ pub async fn post_keys(app: &SharedApp, req: &mut Req) -> Result<Response, ApiEr
     };
     let mid_text = match &mid {
         Value::String(s) => s.clone(),
-        other => crate::lowstate::python_str(Some(other)),
+        other => crate::py::python_str(Some(other)),
     };
     chunk.insert("id_".into(), mid);
     chunk.insert("client".into(), json!("wheel"));

@@ -136,7 +136,8 @@ pub async fn logout(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Res
     {
         tracing::warn!(error = ?e, "could not announce a logout to other Brine instances");
     }
-    if let Some(bg) = app.self_ref() {
+    {
+        let bg = app.clone();
         let token = session.token.clone();
         tokio::spawn(async move {
             // Deletes the token from the master's store (localfs) when the user may run

@@ -1,7 +1,7 @@
 //! The HTTP side: one request pipeline in rest_cherrypy's order, the listener, and the
 //! response decorations every answer carries.
 //!
-//! Pipeline (spec §1.2, with Brine's decisions): CORS headers on every response; `OPTIONS`
+//! Pipeline (rest_cherrypy's, with Brine's decisions): CORS headers on every response; `OPTIONS`
 //! stops after them with an empty 200 (D2); the path is resolved into an
 //! [`routes::Endpoint`]; a method the resource lacks is 405 with `Allow`; session endpoints run
 //! the auth gate **before** reading the body (401 beats 400); then the body is parsed, the
@@ -23,6 +23,7 @@ mod events;
 mod files;
 mod hook;
 mod index;
+mod jobs;
 mod keys;
 mod login;
 mod minions;
@@ -45,7 +46,7 @@ use serde_json::Value;
 
 use crate::app::SharedApp;
 use crate::settings::CorsOrigin;
-use error::ApiError;
+use error::{ApiError, Render};
 use negotiate::{output_format, Format, NegotiationError};
 use routes::Endpoint;
 
@@ -182,8 +183,17 @@ fn openapi_json(app: &SharedApp) -> Response {
     resp
 }
 
+/// What the HTTP layer serves: the application, and the HTTP access log.
+pub struct Edge {
+    /// The application.
+    pub app: SharedApp,
+    /// The `log_access_file` writer, if configured.
+    pub access_log: Option<access_log::AccessLog>,
+}
+
 /// Handles one request end to end.
-pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Response {
+pub async fn handle(edge: std::sync::Arc<Edge>, req: Request<Body>, peer: SocketAddr) -> Response {
+    let app = edge.app.clone();
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
@@ -243,7 +253,7 @@ pub async fn handle(app: SharedApp, req: Request<Body>, peer: SocketAddr) -> Res
         started.elapsed().as_secs_f64(),
     );
     let path = loggable_path(ctx.route, &path);
-    if let Some(log) = &app.access_log {
+    if let Some(log) = &edge.access_log {
         log.record(access_log::Line {
             peer: peer.ip(),
             user: ctx.user.clone(),
@@ -282,7 +292,7 @@ async fn route(
     path: &str,
     preflight_method: Option<&str>,
 ) -> Result<Response, ApiError> {
-    // rest_cherrypy's HTML override comes first, for any method (spec §1.4.3).
+    // rest_cherrypy's HTML override comes first, for any method.
     let accept = req.accept().map(str::to_owned);
     if files::html_override(app, path, accept.as_deref()) {
         ctx.allow = Some("GET, HEAD");
@@ -318,7 +328,7 @@ async fn route(
         Endpoint::App | Endpoint::Static(_) | Endpoint::Favicon
     );
     if let (Some(allowed), false) = (&app.settings.rest.authorized_ips, files_only) {
-        // The socket's address, never a client-supplied header (spec §7, item 13).
+        // The socket's address, never a client-supplied header.
         if !allowed.contains(&req.peer.ip()) {
             tracing::warn!(peer = %req.peer.ip(), "request from an address not in authorized_ips");
             return Err(ApiError::Forbidden("Bad IP".into()));
@@ -394,7 +404,7 @@ async fn route(
         (Endpoint::Token, false) => throttled(app, req, |req| login::token(app, req)).await,
         (Endpoint::Minions(mid), true) => minions::get_minions(app, req, ctx, mid.as_deref()).await,
         (Endpoint::Minions(_), false) => minions::post_minions(app, req, ctx).await,
-        (Endpoint::Jobs(jid), _) => minions::get_jobs(app, req, ctx, jid.as_deref()).await,
+        (Endpoint::Jobs(jid), _) => jobs::get_jobs(app, req, ctx, jid.as_deref()).await,
         (Endpoint::Keys(mid), true) => keys::get_keys(app, req, ctx, mid.as_deref()).await,
         (Endpoint::Keys(_), false) => keys::post_keys(app, req).await,
         (Endpoint::Stats, _) => stats::stats(app, req, ctx).await,
@@ -423,7 +433,7 @@ fn body_size(resp: &Response) -> Option<u64> {
         .or_else(|| hyper::body::Body::size_hint(resp.body()).exact())
 }
 
-/// Adds the headers every response carries (spec §1.6).
+/// Adds the headers every response carries.
 fn decorate(
     resp: &mut Response,
     ctx: &Ctx,

@@ -14,6 +14,8 @@
 
 use serde_json::Value;
 
+use crate::py::{to_python_json, to_yaml};
+
 /// The two output formats of salt-api.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -189,158 +191,9 @@ pub fn render(format: Format, value: &Value) -> Vec<u8> {
     }
 }
 
-/// `json.dumps` spacing: `", "` between items and `": "` after keys.
-struct PythonFormatter;
-
-impl serde_json::ser::Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            writer.write_all(b", ")
-        }
-    }
-
-    fn begin_object_key<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        self.begin_array_value(writer, first)
-    }
-
-    fn begin_object_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-    ) -> std::io::Result<()> {
-        writer.write_all(b": ")
-    }
-}
-
-/// Serialises like Python's `json.dumps(value, ensure_ascii=False)`.
-pub fn to_python_json(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
-    // Serialising a `Value` into a Vec cannot fail.
-    let _ = serde::Serialize::serialize(value, &mut ser);
-    out
-}
-
-/// Serialises as block-style YAML with sorted keys (PyYAML's `safe_dump` layout).
-pub fn to_yaml(value: &Value) -> String {
-    let mut out = String::new();
-    match value {
-        Value::Object(m) if !m.is_empty() => write_map(&mut out, m, 0),
-        Value::Array(a) if !a.is_empty() => write_seq(&mut out, a, 0),
-        scalar => {
-            out.push_str(&scalar_text(scalar));
-            out.push('\n');
-        }
-    }
-    out
-}
-
-fn indent(out: &mut String, n: usize) {
-    out.extend(std::iter::repeat_n(' ', n));
-}
-
-fn write_map(out: &mut String, m: &serde_json::Map<String, Value>, level: usize) {
-    let mut keys: Vec<&String> = m.keys().collect();
-    keys.sort();
-    for k in keys {
-        indent(out, level);
-        out.push_str(&string_text(k));
-        out.push(':');
-        match &m[k] {
-            Value::Object(inner) if !inner.is_empty() => {
-                out.push('\n');
-                write_map(out, inner, level + 2);
-            }
-            // PyYAML puts a block sequence under a key at the key's own indentation.
-            Value::Array(items) if !items.is_empty() => {
-                out.push('\n');
-                write_seq(out, items, level);
-            }
-            scalar => {
-                out.push(' ');
-                out.push_str(&scalar_text(scalar));
-                out.push('\n');
-            }
-        }
-    }
-}
-
-fn write_seq(out: &mut String, items: &[Value], level: usize) {
-    for item in items {
-        indent(out, level);
-        out.push('-');
-        match item {
-            Value::Object(inner) if !inner.is_empty() => {
-                // The first key goes on the dash line, the rest indented under it.
-                out.push(' ');
-                let mut nested = String::new();
-                write_map(&mut nested, inner, level + 2);
-                out.push_str(nested.trim_start_matches(' '));
-            }
-            Value::Array(inner) if !inner.is_empty() => {
-                out.push(' ');
-                let mut nested = String::new();
-                write_seq(&mut nested, inner, level + 2);
-                out.push_str(nested.trim_start_matches(' '));
-            }
-            scalar => {
-                out.push(' ');
-                out.push_str(&scalar_text(scalar));
-                out.push('\n');
-            }
-        }
-    }
-}
-
-fn scalar_text(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(true) => "true".into(),
-        Value::Bool(false) => "false".into(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => string_text(s),
-        Value::Array(_) => "[]".into(),
-        Value::Object(_) => "{}".into(),
-    }
-}
-
-/// A string as a YAML scalar that every YAML 1.1 or 1.2 reader reads back as that string.
-fn string_text(s: &str) -> String {
-    let plain_safe = !s.is_empty()
-        && s.len() < 1024
-        && s.chars().all(|c| {
-            c.is_ascii_alphanumeric()
-                || matches!(c, '_' | '.' | '/' | '-' | '+' | ' ' | ',' | '(' | ')')
-        })
-        && !s.ends_with(' ')
-        && s.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '/')
-        && matches!(salt_wire::yaml::resolve_plain(s), Value::String(_))
-        && !matches!(s, "y" | "Y" | "n" | "N" | "=" | "<<");
-    if plain_safe {
-        return s.to_owned();
-    }
-    if s.chars().all(|c| !c.is_control() && c != '\u{feff}') {
-        return format!("'{}'", s.replace('\'', "''"));
-    }
-    // JSON string syntax is valid YAML double-quoted syntax.
-    serde_json::to_string(s).unwrap_or_else(|_| "''".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn cherrypy_accept_examples() {
@@ -369,29 +222,5 @@ mod tests {
             f("application/json;q=abc"),
             Err(NegotiationError::Malformed(_))
         ));
-    }
-
-    #[test]
-    fn json_is_spaced_like_python() {
-        let v = json!({"return": "Welcome", "clients": ["a", "b"], "n": {"k": 1.5, "u": "\u{e9}"}});
-        assert_eq!(
-            String::from_utf8_lossy(&to_python_json(&v)),
-            "{\"return\": \"Welcome\", \"clients\": [\"a\", \"b\"], \"n\": {\"k\": 1.5, \"u\": \"\u{e9}\"}}"
-        );
-    }
-
-    #[test]
-    fn yaml_layout_and_quoting() {
-        let v = json!({"return": "Welcome", "clients": ["destroy", "local"],
-                       "q": ["yes", "12:30", "2024-01-01", "0644", "", "it's", "a\nb", "y", "two words", "Yes please"],
-                       "m": [{"k": 1, "a": null}], "e": {}, "l": []});
-        let text = to_yaml(&v);
-        assert_eq!(
-            text,
-            "clients:\n- destroy\n- local\ne: {}\nl: []\nm:\n- a: null\n  k: 1\nq:\n- 'yes'\n- '12:30'\n- '2024-01-01'\n- '0644'\n- ''\n- 'it''s'\n- \"a\\nb\"\n- 'y'\n- two words\n- Yes please\nreturn: Welcome\n"
-        );
-        // Every string reads back as itself with Salt's (YAML 1.1) loader.
-        let back = salt_wire::yaml::load(&text, salt_wire::yaml::Limits::default());
-        assert_eq!(back.ok().flatten(), Some(v));
     }
 }

@@ -1,5 +1,5 @@
 //! The salt-api URL map: every request is parsed into an [`Endpoint`] once, at the edge, and
-//! handlers never look at raw paths (spec §1.1).
+//! handlers never look at raw paths.
 //!
 //! CherryPy's routing rules reproduced here: paths live under `root_prefix`; a trailing slash
 //! is the same resource (`/login/`); extra path segments on a resource that takes none are 404
@@ -9,6 +9,7 @@
 use axum::http::Method;
 
 use super::error::ApiError;
+pub use crate::settings::RouteConfig;
 
 /// A salt-api resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,24 +156,6 @@ impl Endpoint {
             _ => get || post,
         }
     }
-}
-
-/// Where the routing table differs between deployments.
-#[derive(Clone, Debug)]
-pub struct RouteConfig {
-    /// `root_prefix` without a trailing slash (empty for `/`).
-    pub root_prefix: String,
-    /// `enable_sessions`.
-    pub enable_sessions: bool,
-    /// `webhook_url` without slashes (default `hook`).
-    pub webhook: String,
-    /// `app_path` without slashes (default `app`): mounted whether or not `app` is
-    /// configured, as in the reference (without it the page is a 404 with `Allow`).
-    pub app: String,
-    /// `static_path` without slashes, when `static` is configured.
-    pub static_path: Option<String>,
-    /// Whether `favicon` is configured.
-    pub favicon: bool,
 }
 
 impl RouteConfig {

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::routes::{Endpoint, RouteConfig};
 use super::sse_connection::{self, Head, Prefixed};
-use crate::app::SharedApp;
+
 use bytes::Bytes;
 
 /// Largest request head (request line and headers) accepted; bigger ones get 431.
@@ -48,43 +48,9 @@ struct FirstHeadBy {
 #[derive(Clone)]
 pub struct ConnKill(pub CancellationToken);
 
-/// Loads the TLS configuration from `ssl_crt` (+ `ssl_chain`) and `ssl_key`.
-pub fn tls_acceptor(
-    crt: &std::path::Path,
-    key: &std::path::Path,
-    chain: Option<&std::path::Path>,
-) -> Result<TlsAcceptor, String> {
-    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let mut certs: Vec<rustls_pki_types::CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut read(crt)?.as_slice())
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: {e}", crt.display()))?;
-    if let Some(chain) = chain {
-        let extra: Vec<_> = rustls_pemfile::certs(&mut read(chain)?.as_slice())
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: {e}", chain.display()))?;
-        certs.extend(extra);
-    }
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate found", crt.display()));
-    }
-    let key_der = rustls_pemfile::private_key(&mut read(key)?.as_slice())
-        .map_err(|e| format!("{}: {e}", key.display()))?
-        .ok_or_else(|| format!("{}: no private key found", key.display()))?;
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map_err(|e| format!("{}: {e}", crt.display()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
 /// Serves `app` on `listener` until `shutdown` resolves; event streams on `streams`.
 pub async fn serve(
-    app: SharedApp,
+    edge: Arc<super::Edge>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     streams: tokio::runtime::Handle,
@@ -109,7 +75,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let tracker = tokio_util::task::TaskTracker::new();
     // The app's own token: cancelling it also ends every event stream (streams.rs).
-    let stopping = app.stopping.clone();
+    let stopping = edge.app.stopping.clone();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -133,8 +99,8 @@ pub async fn serve(
         // Each connection gets a kill switch: streams use it to drop a client that stopped
         // reading (hyper would otherwise keep a stalled connection open).
         let kill = CancellationToken::new();
-        let sniff_app = app.clone();
-        let app = app.clone();
+        let sniff_app = edge.clone();
+        let app = edge.clone();
         let conn_kill = kill.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             seen.store(true, Ordering::Relaxed);
@@ -172,7 +138,7 @@ pub async fn serve(
                         p = peek_first_bytes(&stream, head_by_at) => p,
                         _ = quit.cancelled() => None,
                     };
-                    let first = first_request(peeked.as_deref(), &sniff_app.settings.rest.routes);
+                    let first = first_request(peeked.as_deref(), &sniff_app.app.settings.rest.routes);
                     let h1_kill = kill.clone();
                     let h1_serve = move |io: Prefixed| async move {
                         let conn = h1

@@ -12,9 +12,11 @@ use std::time::{Duration, SystemTime};
 use axum::http::{header, HeaderMap, HeaderValue};
 use rand::RngCore;
 
-use crate::app::App;
+use crate::app::{App, SharedApp};
 use crate::auth::TokenInfo;
-use crate::http::error::ApiError;
+use crate::error::ApiError;
+use crate::lowstate::{self, Exec};
+use serde_json::Value;
 
 /// The token a request presents, if any.
 pub fn request_token(headers: &HeaderMap) -> Option<String> {
@@ -106,6 +108,21 @@ pub async fn gate_request(
     ctx.private = true;
     ctx.user = Some(s.info.name.clone());
     Ok(s)
+}
+
+/// Runs a chunk Brine built (`GET /minions`, `GET /jobs`) with the session's token, audited as
+/// the session's user.
+pub async fn run_as(
+    app: &SharedApp,
+    session: Session,
+    chunk: Value,
+) -> Result<Vec<Value>, ApiError> {
+    let exec = Exec {
+        token: Some(session.token),
+        client: None,
+        caller: Some((session.info.name, session.info.eauth)),
+    };
+    lowstate::execute(app, vec![chunk], &exec).await
 }
 
 #[cfg(test)]
