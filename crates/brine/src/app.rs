@@ -9,7 +9,7 @@ use salt_wire::pool::MasterPool;
 
 use crate::auth::Auth;
 use crate::error::ApiError;
-use crate::hub::Hub;
+use crate::events::hub::Hub;
 use crate::master::Master;
 use crate::master::MASTER_DOWN;
 use crate::settings::Settings;

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::hub::Hub;
+use crate::events::hub::Hub;
 use crate::master::Master;
 use crate::py::python_repr;
 
@@ -159,6 +159,18 @@ impl Auth {
         match revoked.get(&token_hash(token)) {
             Some(exp) => *exp > now_epoch(),
             None => false,
+        }
+    }
+
+    /// Revokes `token` here and announces it on the bus, so that every Brine instance of this
+    /// master drops it too (a failed announcement is logged: this instance still revokes).
+    pub async fn revoke_everywhere(&self, master: &Master, token: &str, expire: f64) {
+        self.revoke_hash(&token_hash(token), expire);
+        if let Err(e) = master
+            .fire_event(REVOKE_TAG, revocation_event(token, expire))
+            .await
+        {
+            tracing::warn!(error = ?e, "could not announce a logout to other Brine instances");
         }
     }
 

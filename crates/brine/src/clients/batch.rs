@@ -24,7 +24,7 @@ use super::local::{discover, matched, LocalCall};
 use super::AUTH_KEYS;
 use crate::app::SharedApp;
 use crate::error::ApiError;
-use crate::hub::HubMsg;
+use crate::events::hub::HubMsg;
 use crate::jid::gen_jid;
 use crate::py::truthy;
 

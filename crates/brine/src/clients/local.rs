@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::gather::{Gather, Gathered, Step, Timing};
 use crate::app::SharedApp;
 use crate::error::ApiError;
-use crate::hub::{HubMsg, JidWatch};
+use crate::events::hub::{HubMsg, JidWatch};
 use crate::jid::{gen_jid, is_jid};
 use crate::py::{string_list, truthy};
 

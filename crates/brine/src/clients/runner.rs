@@ -35,7 +35,7 @@ use super::missing_fun;
 use super::Client;
 use crate::app::SharedApp;
 use crate::error::ApiError;
-use crate::hub::{HubMsg, JidWatch};
+use crate::events::hub::{HubMsg, JidWatch};
 use crate::py::truthy;
 use crate::py::yamlify_arg;
 

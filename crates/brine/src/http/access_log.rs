@@ -8,6 +8,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use axum::http::header;
+use axum::response::Response;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -121,6 +123,29 @@ impl AccessLog {
         if self.tx.try_send(line).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// The size of a response's body: its `Content-Length`, or the exact size of a body held in
+/// memory (hyper writes that length itself); `None` for a streamed body.
+pub fn body_size(resp: &Response) -> Option<u64> {
+    resp.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .or_else(|| hyper::body::Body::size_hint(resp.body()).exact())
+}
+
+/// The request path as logs show it: the token segment of a path that carries one
+/// ([`super::routes::Endpoint::token_in_path`]) is replaced with `<token>` (query strings are
+/// never logged).
+pub fn loggable_path(path: &str, token_in_path: bool) -> String {
+    if !token_in_path {
+        return path.to_owned();
+    }
+    match path.trim_end_matches('/').rfind('/') {
+        Some(i) => format!("{}<token>", &path[..i + 1]),
+        None => path.to_owned(),
     }
 }
 

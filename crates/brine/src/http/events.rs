@@ -8,9 +8,10 @@
 //! * Body: `retry: 400`, then per event `id:`, `tag:` and `data:` lines and a blank line
 //!   (`id:` is Brine's addition). A client that reconnects with `Last-Event-ID` gets the events
 //!   it missed from the replay ring, or a `brine/events/lost` event saying which are gone.
-//! * The stream ends at token expiry or revocation; see [`crate::streams`] for keep-alives and
+//! * The stream ends at token expiry or revocation; see [`crate::stream`] for keep-alives and
 //!   slow clients.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use axum::body::Body;
@@ -19,11 +20,13 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
+use super::answer::{Answer, Marks};
 use super::error::ApiError;
-use super::{session, Ctx, Req};
+use super::{session, Req};
 use crate::app::SharedApp;
-use crate::feed::parse_last_id;
-use crate::streams::{self, Owner, Sse};
+use crate::auth::TokenInfo;
+use crate::events::feed::{parse_last_id, StreamEvent};
+use crate::stream::{self, Owner, Render};
 
 /// rest_cherrypy 3008's answer to any query parameter on `/events`.
 pub const NO_QUERY: &str = "The /events endpoint takes no query parameters; in particular, tokens must not \
@@ -51,15 +54,32 @@ fn token(app: &SharedApp, req: &Req) -> Result<Option<String>, ApiError> {
 }
 
 /// `GET /events`.
-pub async fn events(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
+pub async fn events(app: &SharedApp, req: &mut Req) -> Answer {
+    let (token, info) = match caller(app, req).await {
+        Ok(c) => c,
+        Err(e) => return e.into(),
+    };
+    let marks = Marks {
+        cookie: Some(session::session_cookie(&token)),
+        private: false,
+        user: Some(info.name.clone()),
+    };
+    marks.answer(Ok(stream(app, req, token, info)))
+}
+
+/// The caller's token (query or session) and the master's record of it, or 401.
+async fn caller(app: &SharedApp, req: &mut Req) -> Result<(String, TokenInfo), ApiError> {
     let token = token(app, req)?.ok_or_else(ApiError::unauthorized)?;
     let info = app
         .auth
         .check(&app.master, &token)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
-    ctx.cookie = Some(session::session_cookie(&token));
-    ctx.user = Some(info.name.clone());
+    Ok((token, info))
+}
+
+/// The stream's answer: headers now, the events as they come.
+fn stream(app: &SharedApp, req: &Req, token: String, info: TokenInfo) -> Response {
     let mut resp = Response::new(Body::empty());
     let h = resp.headers_mut();
     h.insert(
@@ -68,7 +88,7 @@ pub async fn events(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Res
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if req.method == axum::http::Method::HEAD {
-        return Ok(resp);
+        return resp;
     }
     let last_id = req
         .headers
@@ -84,7 +104,7 @@ pub async fn events(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Res
         kind: "sse",
     };
     // A batch (what was waiting in the feed when the connection asked) goes out as one write.
-    let body = streams::open(app.clone(), owner, resume, Sse).map(|batch| {
+    let body = stream::open(app.clone(), owner, resume, Sse).map(|batch| {
         let chunk = if batch.len() == 1 {
             batch.into_iter().next().unwrap_or_default()
         } else {
@@ -98,5 +118,29 @@ pub async fn events(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Res
     });
     *resp.body_mut() = Body::from_stream(body);
     *resp.status_mut() = StatusCode::OK;
-    Ok(resp)
+    resp
+}
+
+/// rest_cherrypy's SSE framing (with an `id:` line for `Last-Event-ID`).
+struct Sse;
+
+impl Render for Sse {
+    type Frame = Bytes;
+
+    fn preamble(&self) -> Option<Bytes> {
+        Some(Bytes::from_static(b"retry: 400\n"))
+    }
+
+    fn event(&mut self, ev: &StreamEvent, out: &mut VecDeque<Bytes>) {
+        out.push_back(ev.sse().clone());
+    }
+
+    fn keepalive(&self) -> Option<Bytes> {
+        // An SSE comment: every client ignores it, proxies see traffic.
+        Some(Bytes::from_static(b": keep-alive\n\n"))
+    }
+
+    fn size(frame: &Bytes) -> usize {
+        frame.len()
+    }
 }

@@ -17,8 +17,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
+use super::answer::Answer;
 use super::error::ApiError;
-use super::{ok, session, Ctx, Req};
+use super::{ok, session, Req};
 use crate::app::SharedApp;
 
 /// CherryPy's spelling of a header name: each `-`-separated part capitalised.
@@ -39,15 +40,15 @@ pub fn title_case(name: &str) -> String {
 }
 
 /// `POST /hook[/<path>...]`.
-pub async fn hook(
-    app: &SharedApp,
-    req: &mut Req,
-    ctx: &mut Ctx,
-    path: &[String],
-) -> Result<Response, ApiError> {
-    if !app.settings.rest.webhook_disable_auth {
-        session::gate_request(app, &req.headers, ctx).await?;
+pub async fn hook(app: &SharedApp, req: &mut Req, path: &[String]) -> Answer {
+    if app.settings.rest.webhook_disable_auth {
+        return fire(app, req, path).await.into();
     }
+    session::gated(app, req, |req, _| fire(app, req, path)).await
+}
+
+/// Fires the posted body as `salt/netapi/hook/<path>`.
+async fn fire(app: &SharedApp, req: &mut Req, path: &[String]) -> Result<Response, ApiError> {
     let raw = req.read_body(app).await?;
     let parsed = req.parse_bytes(app, &raw)?;
     let format = req.format()?;

@@ -11,8 +11,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
+use super::answer::Answer;
 use super::error::ApiError;
-use super::{ok, session, Ctx, Req};
+use super::{ok, session, Req};
 use crate::app::SharedApp;
 use crate::clients::CLIENT_NAMES;
 use crate::lowstate::{self, Exec};
@@ -28,22 +29,20 @@ pub fn welcome(req: &Req) -> Result<Response, ApiError> {
 }
 
 /// `POST /`.
-pub async fn post_lowstate(
-    app: &SharedApp,
-    req: &mut Req,
-    ctx: &mut Ctx,
-) -> Result<Response, ApiError> {
-    let session = session::gate_request(app, &req.headers, ctx).await?;
-    let body = req.parse_body(app).await?;
-    let chunks = lowstate::shape(body)?;
-    let format = req.format()?;
-    let exec = Exec {
-        token: Some(session.token),
-        client: None,
-        caller: Some((session.info.name, session.info.eauth)),
-    };
-    let results = lowstate::execute(app, chunks, &exec).await?;
-    Ok(ok(format, StatusCode::OK, &json!({"return": results})))
+pub async fn post_lowstate(app: &SharedApp, req: &mut Req) -> Answer {
+    session::gated(app, req, |req, session| async move {
+        let body = req.parse_body(app).await?;
+        let chunks = lowstate::shape(body)?;
+        let format = req.format()?;
+        let exec = Exec {
+            token: Some(session.token),
+            client: None,
+            caller: Some((session.info.name, session.info.eauth)),
+        };
+        let results = lowstate::execute(app, chunks, &exec).await?;
+        Ok(ok(format, StatusCode::OK, &json!({"return": results})))
+    })
+    .await
 }
 
 /// `POST /run`.

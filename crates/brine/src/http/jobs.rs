@@ -10,18 +10,22 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
+use super::answer::Answer;
 use super::error::ApiError;
-use super::{ok, session, Ctx, Req};
+use super::{ok, session, Req};
 use crate::app::SharedApp;
 
 /// `GET /jobs[/<jid>]`.
-pub async fn get_jobs(
+pub async fn get_jobs(app: &SharedApp, req: &mut Req, jid: Option<&str>) -> Answer {
+    session::gated(app, req, |req, session| list(app, req, session, jid)).await
+}
+
+async fn list(
     app: &SharedApp,
     req: &mut Req,
-    ctx: &mut Ctx,
+    session: session::Session,
     jid: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let session = session::gate_request(app, &req.headers, ctx).await?;
     let format = req.format()?;
     let chunk = match jid {
         Some(jid) => json!({"client": "runner", "fun": "jobs.list_job", "jid": jid}),

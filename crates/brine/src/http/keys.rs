@@ -13,28 +13,39 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::answer::{Answer, Marks};
 use super::error::ApiError;
-use super::{ok, session, Ctx, Req};
+use super::{ok, session, Req};
 use crate::app::SharedApp;
 use crate::lowstate::{self, Exec};
 
 /// `GET /keys[/<mid>]`.
-pub async fn get_keys(
-    app: &SharedApp,
-    req: &mut Req,
-    ctx: &mut Ctx,
-    mid: Option<&str>,
-) -> Result<Response, ApiError> {
+pub async fn get_keys(app: &SharedApp, req: &mut Req, mid: Option<&str>) -> Answer {
     // The session's token if it is one; without it the chunk carries no credentials and the
     // lowstate check answers 401 `No authentication credentials given`, as the reference.
     let mut token = None;
+    let mut marks = Marks::default();
     if let Some(t) = session::request_token(&req.headers) {
-        if let Some(info) = app.auth.check(&app.master, &t).await? {
-            ctx.cookie = Some(session::session_cookie(&t));
-            ctx.user = Some(info.name);
-            token = Some(t);
+        match app.auth.check(&app.master, &t).await {
+            Ok(Some(info)) => {
+                marks.cookie = Some(session::session_cookie(&t));
+                marks.user = Some(info.name);
+                token = Some(t);
+            }
+            Ok(None) => {}
+            Err(e) => return e.into(),
         }
     }
+    marks.answer(list(app, req, mid, token).await)
+}
+
+/// `key.list_all`, or `key.finger` of `mid`, as the caller.
+async fn list(
+    app: &SharedApp,
+    req: &mut Req,
+    mid: Option<&str>,
+    token: Option<String>,
+) -> Result<Response, ApiError> {
     let format = req.format()?;
     let mut chunk = match mid {
         Some(m) => json!({"client": "wheel", "fun": "key.finger", "match": m}),

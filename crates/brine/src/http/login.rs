@@ -18,10 +18,11 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
+use super::answer::{Answer, Marks};
 use super::error::ApiError;
-use super::{ok, session, Ctx, Req};
+use super::{ok, session, Req};
 use crate::app::SharedApp;
-use crate::auth::{login_perms, revocation_event, TokenInfo, REVOKE_TAG};
+use crate::auth::{login_perms, TokenInfo};
 use crate::lowstate::{self, Exec};
 
 /// `GET /login`.
@@ -40,7 +41,15 @@ pub fn login_prompt(req: &Req) -> Result<Response, ApiError> {
 }
 
 /// `POST /login`.
-pub async fn login(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
+pub async fn login(app: &SharedApp, req: &mut Req) -> Answer {
+    match log_in(app, req).await {
+        Ok((resp, marks)) => marks.answer(Ok(resp)),
+        Err(e) => e.into(),
+    }
+}
+
+/// Checks the credentials with the master and answers the new token, with its marks.
+async fn log_in(app: &SharedApp, req: &mut Req) -> Result<(Response, Marks), ApiError> {
     app.bus_ready().await?;
     let body = req.parse_body(app).await?;
     let creds: Map<String, Value> = match body {
@@ -66,8 +75,11 @@ pub async fn login(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Resp
         .ok_or_else(refused)?;
     let info = TokenInfo::from_record(record.clone()).ok_or_else(refused)?;
     app.auth.remember(&token, &info);
-    ctx.cookie = Some(session::session_cookie(&token));
-    ctx.user = Some(info.name.clone());
+    let marks = Marks {
+        cookie: Some(session::session_cookie(&token)),
+        private: false,
+        user: Some(info.name.clone()),
+    };
     let perms = login_perms(&record, &app.settings.master.external_auth);
     let body = json!({"return": [{
         "token": token,
@@ -81,7 +93,7 @@ pub async fn login(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Resp
     if let Ok(v) = HeaderValue::from_str(&token) {
         resp.headers_mut().insert("x-auth-token", v);
     }
-    Ok(resp)
+    Ok((resp, marks))
 }
 
 /// rest_cherrypy's `api_acl`: `{users: {<user or *>: [<ip or *>, ...]}}`. A listed user may log
@@ -115,43 +127,49 @@ pub fn api_acl_allows(app: &SharedApp, username: Option<&Value>, ip: std::net::I
 }
 
 /// `POST /logout`.
-pub async fn logout(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
-    let session = session::gate(app, &req.headers).await?;
-    ctx.private = true;
-    ctx.user = Some(session.info.name.clone());
+pub async fn logout(app: &SharedApp, req: &mut Req) -> Answer {
+    let session = match session::gate(app, &req.headers).await {
+        Ok(s) => s,
+        Err(e) => return e.into(),
+    };
+    let mut marks = Marks {
+        cookie: None,
+        private: true,
+        user: Some(session.info.name.clone()),
+    };
+    let result = clear(app, req, session).await;
+    if result.is_ok() {
+        marks.cookie = Some(session::expired_cookie());
+    }
+    marks.answer(result)
+}
+
+/// Revokes the session's token here and on every Brine instance of this master, and asks the
+/// master to delete it.
+async fn clear(
+    app: &SharedApp,
+    req: &mut Req,
+    session: session::Session,
+) -> Result<Response, ApiError> {
     // The body is ignored but still parsed (broken JSON is a 400), as in the reference.
     req.parse_body(app).await?;
     let format = req.format()?;
-    app.auth.revoke_hash(
-        &crate::auth::token_hash(&session.token),
-        session.info.expire,
-    );
-    if let Err(e) = app
-        .master
-        .fire_event(
-            REVOKE_TAG,
-            revocation_event(&session.token, session.info.expire),
-        )
-        .await
-    {
-        tracing::warn!(error = ?e, "could not announce a logout to other Brine instances");
-    }
-    {
-        let bg = app.clone();
-        let token = session.token.clone();
-        tokio::spawn(async move {
-            // Deletes the token from the master's store (localfs) when the user may run
-            // runners; harmless otherwise. Not awaited by the client.
-            let mut load = Map::new();
-            load.insert("fun".into(), json!("auth.del_token"));
-            load.insert("token".into(), json!(token));
-            load.insert("kwarg".into(), json!({"arg": [token], "kwarg": {}}));
-            if let Err(e) = bg.master.runner(load).await {
-                tracing::debug!(error = ?e, "auth.del_token on logout was refused");
-            }
-        });
-    }
-    ctx.cookie = Some(session::expired_cookie());
+    app.auth
+        .revoke_everywhere(&app.master, &session.token, session.info.expire)
+        .await;
+    let bg = app.clone();
+    let token = session.token;
+    tokio::spawn(async move {
+        // Deletes the token from the master's store (localfs) when the user may run
+        // runners; harmless otherwise. Not awaited by the client.
+        let mut load = Map::new();
+        load.insert("fun".into(), json!("auth.del_token"));
+        load.insert("token".into(), json!(token));
+        load.insert("kwarg".into(), json!({"arg": [token], "kwarg": {}}));
+        if let Err(e) = bg.master.runner(load).await {
+            tracing::debug!(error = ?e, "auth.del_token on logout was refused");
+        }
+    });
     Ok(ok(
         format,
         StatusCode::OK,
@@ -194,4 +212,30 @@ pub async fn token(app: &SharedApp, req: &mut Req) -> Result<Response, ApiError>
     let format = req.format()?;
     let results = lowstate::execute(app, calls, &Exec::default()).await?;
     Ok(ok(format, StatusCode::OK, &Value::Array(results)))
+}
+
+/// Runs a credential-checking endpoint (`/login`, `/token`, `/run`) behind the login
+/// throttle: 429 when the caller's address has no attempt left, and a refused attempt counted
+/// against it.
+pub async fn throttled<'r, F, Fut>(app: &SharedApp, req: &'r mut Req, call: F) -> Answer
+where
+    F: FnOnce(&'r mut Req) -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    let Some(throttle) = app.throttle.as_ref() else {
+        return call(req).await;
+    };
+    let ip = req.peer.ip();
+    if let crate::throttle::Verdict::Limited(wait) = throttle.check(ip) {
+        app.stats
+            .logins_throttled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(peer = %ip, retry_after = wait.as_secs(), "login attempts over the limit; answering 429");
+        return ApiError::TooManyRequests(wait).into();
+    }
+    let answer = call(req).await;
+    if matches!(answer.result, Err(ApiError::Unauthorized(_))) {
+        throttle.failed(ip);
+    }
+    answer
 }

@@ -9,33 +9,35 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::answer::Answer;
 use super::error::ApiError;
-use super::{ok, session, Ctx, Req};
+use super::{ok, session, Req};
 use crate::app::SharedApp;
 use crate::clients::Client;
 use crate::lowstate::{self, Exec};
 
 /// `GET /minions[/<mid>]`.
-pub async fn get_minions(
-    app: &SharedApp,
-    req: &mut Req,
-    ctx: &mut Ctx,
-    mid: Option<&str>,
-) -> Result<Response, ApiError> {
-    let session = session::gate_request(app, &req.headers, ctx).await?;
-    let format = req.format()?;
-    let chunk = json!({"client": "local", "tgt": mid.unwrap_or("*"), "fun": "grains.items"});
-    let results = session::run_as(app, session, chunk).await?;
-    Ok(ok(format, StatusCode::OK, &json!({"return": results})))
+pub async fn get_minions(app: &SharedApp, req: &mut Req, mid: Option<&str>) -> Answer {
+    session::gated(app, req, |req, session| async move {
+        let format = req.format()?;
+        let chunk = json!({"client": "local", "tgt": mid.unwrap_or("*"), "fun": "grains.items"});
+        let results = session::run_as(app, session, chunk).await?;
+        Ok(ok(format, StatusCode::OK, &json!({"return": results})))
+    })
+    .await
 }
 
 /// `POST /minions`.
-pub async fn post_minions(
+pub async fn post_minions(app: &SharedApp, req: &mut Req) -> Answer {
+    session::gated(app, req, |req, session| start_jobs(app, req, session)).await
+}
+
+/// The posted lowstate, each chunk forced to `local_async`.
+async fn start_jobs(
     app: &SharedApp,
     req: &mut Req,
-    ctx: &mut Ctx,
+    session: session::Session,
 ) -> Result<Response, ApiError> {
-    let session = session::gate_request(app, &req.headers, ctx).await?;
     let body = req.parse_body(app).await?;
     let chunks = lowstate::shape(body)?;
     let format = req.format()?;

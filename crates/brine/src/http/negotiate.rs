@@ -12,6 +12,9 @@
 //! maintained Rust YAML emitter quotes by 1.1 rules (`yes`, `on`, `12:30`, dates), hence the
 //! small emitter here.
 
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
 use serde_json::Value;
 
 use crate::py::{to_python_json, to_yaml};
@@ -189,6 +192,17 @@ pub fn render(format: Format, value: &Value) -> Vec<u8> {
         Format::Json => to_python_json(value),
         Format::Yaml => to_yaml(value).into_bytes(),
     }
+}
+
+/// A negotiated 200 (or `status`) answer with `value` as the body.
+pub fn ok(format: Format, status: StatusCode, value: &Value) -> Response {
+    let mut resp = Response::new(Body::from(render(format, value)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    resp
 }
 
 #[cfg(test)]

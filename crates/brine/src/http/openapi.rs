@@ -7,9 +7,13 @@
 //! checks that each documented path resolves to its endpoint and documents exactly the methods
 //! the router serves there.
 
+use axum::body::Body;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use super::routes::{Endpoint, RouteConfig};
+use crate::app::SharedApp;
 
 /// A documented operation.
 struct Op {
@@ -434,6 +438,17 @@ pub fn document(cfg: &RouteConfig) -> Value {
             }
         }
     })
+}
+
+/// `GET /openapi.json` (always JSON: it is a document for tools, not a salt-api answer).
+pub fn answer(app: &SharedApp) -> Response {
+    let doc = document(&app.settings.rest.routes);
+    let mut resp = Response::new(Body::from(serde_json::to_vec(&doc).unwrap_or_default()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 #[cfg(test)]

@@ -32,16 +32,16 @@ pub fn begin(
     if !app.settings.rest.collect_stats {
         return (None, body);
     }
-    let route = app
+    let token_in_path = app
         .settings
         .rest
         .routes
         .resolve(path)
-        .map_or("unknown", |r| r.endpoint.name());
+        .is_ok_and(|r| r.endpoint.token_in_path());
     let line = format!(
         "{} {} {:?}",
         parts.method,
-        super::loggable_path(route, path),
+        super::access_log::loggable_path(path, token_in_path),
         parts.version
     );
     let id = app.stats.cherrypy.begin(peer.to_string(), line);
@@ -64,7 +64,7 @@ impl Counted {
             self.id,
             crate::cpstats::Outcome {
                 bytes_read: self.read.load(Ordering::Relaxed),
-                bytes_written: super::body_size(resp),
+                bytes_written: super::access_log::body_size(resp),
                 status: &format!(
                     "{} {}",
                     status.as_str(),

@@ -8,7 +8,11 @@
 
 use axum::http::Method;
 
+use super::answer::Answer;
 use super::error::ApiError;
+use super::{events, files, hook, index, jobs, keys, login, minions, openapi, stats, ws, Req};
+use crate::app::SharedApp;
+use crate::settings::RestSettings;
 pub use crate::settings::RouteConfig;
 
 /// A salt-api resource.
@@ -137,6 +141,74 @@ impl Endpoint {
         }
     }
 
+    /// Whether rest_cherrypy's auth tool guards the resource's whole class, so that a method
+    /// the resource lacks is 401 without a session, before it is 405.
+    pub fn class_auth(&self, settings: &RestSettings) -> bool {
+        match self {
+            Endpoint::Hook(_) => !settings.webhook_disable_auth,
+            Endpoint::Stats => !settings.stats_disable_auth,
+            Endpoint::Minions(_) | Endpoint::Jobs(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether a `GET` with this query string finds a handler: `/events` answers other
+    /// parameters with its own 400, `/ws` reads `format_events`, `/jobs` accepts `timeout`,
+    /// files take any; other resources take none.
+    pub fn takes_query(&self, query: Option<&str>) -> bool {
+        match self {
+            Endpoint::Events
+            | Endpoint::Ws(_)
+            | Endpoint::App
+            | Endpoint::Static(_)
+            | Endpoint::Favicon => true,
+            Endpoint::Jobs(_) => query
+                .is_none_or(|q| form_urlencoded::parse(q.as_bytes()).all(|(k, _)| k == "timeout")),
+            _ => query.is_none_or(str::is_empty),
+        }
+    }
+
+    /// Whether a request that finds no handler here (404 `Nothing matches the given URI`) is
+    /// refused by the session gate first: CherryPy looks for the handler after its auth tool.
+    pub fn gated_when_unmatched(&self, method: &Method) -> bool {
+        let get = method == Method::GET || method == Method::HEAD;
+        match self {
+            Endpoint::Index | Endpoint::Logout => !get,
+            Endpoint::Minions(_) | Endpoint::Jobs(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the answer to `method` on this route finds a handler at all: a `POST` to a
+    /// resource with a path argument takes none (`POST /minions/m1`), nor does a path with
+    /// extra segments or a `GET` with a query the resource does not take.
+    pub fn matches(&self, method: &Method, extra: bool, query: Option<&str>) -> bool {
+        let get = method == Method::GET || method == Method::HEAD;
+        let post_arg = !get
+            && matches!(
+                self,
+                Endpoint::Minions(Some(_)) | Endpoint::Jobs(Some(_)) | Endpoint::Keys(Some(_))
+            );
+        !(extra || post_arg || (get && !self.takes_query(query)))
+    }
+
+    /// Whether the request path carries a token (`/ws/<token>`, `/all_events/<token>`,
+    /// `/formatted_events/<token>`): logs show `<token>` in its place.
+    pub fn token_in_path(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Ws(Some(_)) | Endpoint::AllEvents(_) | Endpoint::FormattedEvents(_)
+        )
+    }
+
+    /// Only files: no `authorized_ips` check (rest_cherrypy applies it to the API).
+    pub fn is_file(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::App | Endpoint::Static(_) | Endpoint::Favicon
+        )
+    }
+
     /// Whether the resource answers `method` at all.
     pub fn supports(&self, method: &Method) -> bool {
         let get = method == Method::GET || method == Method::HEAD;
@@ -254,6 +326,54 @@ fn resolve(path: &str, cfg: &RouteConfig) -> Result<Route, ApiError> {
         endpoint,
         extra: extra.len() > allowed,
     })
+}
+
+/// The handler of each resource and method (the request has passed every check above).
+pub async fn dispatch(app: &SharedApp, req: &mut Req, endpoint: Endpoint, path: &str) -> Answer {
+    let get = req.method == Method::GET || req.method == Method::HEAD;
+    match (endpoint, get) {
+        (Endpoint::Index | Endpoint::Run | Endpoint::Token, true) => index::welcome(req).into(),
+        (Endpoint::Index | Endpoint::Jobs(None), false) => index::post_lowstate(app, req).await,
+        (Endpoint::Run, false) => {
+            login::throttled(app, req, |req| async move {
+                index::post_run(app, req).await.into()
+            })
+            .await
+        }
+        (Endpoint::Login, true) => login::login_prompt(req).into(),
+        (Endpoint::Login, false) => login::throttled(app, req, |req| login::login(app, req)).await,
+        (Endpoint::Logout, _) => login::logout(app, req).await,
+        (Endpoint::Token, false) => {
+            login::throttled(app, req, |req| async move {
+                login::token(app, req).await.into()
+            })
+            .await
+        }
+        (Endpoint::Minions(mid), true) => minions::get_minions(app, req, mid.as_deref()).await,
+        (Endpoint::Minions(_), false) => minions::post_minions(app, req).await,
+        (Endpoint::Jobs(jid), _) => jobs::get_jobs(app, req, jid.as_deref()).await,
+        (Endpoint::Keys(mid), true) => keys::get_keys(app, req, mid.as_deref()).await,
+        (Endpoint::Keys(_), false) => keys::post_keys(app, req).await.into(),
+        (Endpoint::Stats, _) => stats::stats(app, req).await,
+        (Endpoint::Metrics, _) => stats::metrics(app, req).await,
+        (Endpoint::Events, _) => events::events(app, req).await,
+        (Endpoint::Hook(path), _) => hook::hook(app, req, &path).await,
+        (e @ (Endpoint::Ws(_) | Endpoint::AllEvents(_) | Endpoint::FormattedEvents(_)), _) => {
+            ws::ws(app, req, &e).await
+        }
+        (Endpoint::App, _) => files::app_page(app, files::FileReq::from(&*req), path)
+            .await
+            .into(),
+        (Endpoint::Static(segments), _) => {
+            files::static_file(app, files::FileReq::from(&*req), &segments, path)
+                .await
+                .into()
+        }
+        (Endpoint::Favicon, _) => files::favicon(app, files::FileReq::from(&*req), path)
+            .await
+            .into(),
+        (Endpoint::OpenApi, _) => openapi::answer(app).into(),
+    }
 }
 
 #[cfg(test)]

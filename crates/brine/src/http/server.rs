@@ -74,7 +74,7 @@ pub async fn serve(
         .max_buf_size(MAX_HEAD);
     let builder = Arc::new(builder);
     let tracker = tokio_util::task::TaskTracker::new();
-    // The app's own token: cancelling it also ends every event stream (streams.rs).
+    // The app's own token: cancelling it also ends every event stream (stream.rs).
     let stopping = edge.app.stopping.clone();
     tokio::pin!(shutdown);
     loop {

@@ -7,14 +7,19 @@
 //! with rest_cherrypy's attributes (`expires=<now + 10 h>; Max-Age=36000; Path=/`); a request
 //! without a valid token gets a fresh random id that Brine never stores, as the reference does.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::Response;
 use rand::RngCore;
 
 use crate::app::{App, SharedApp};
 use crate::auth::TokenInfo;
 use crate::error::ApiError;
+
+use super::answer::{Answer, Marks};
+use super::Req;
 use crate::lowstate::{self, Exec};
 use serde_json::Value;
 
@@ -96,18 +101,29 @@ pub async fn gate(app: &App, headers: &HeaderMap) -> Result<Session, ApiError> {
     }
 }
 
-/// The session gate with its response decorations (session cookie, `Cache-Control: private`,
-/// the user for the access log): what every session endpoint does first.
-pub async fn gate_request(
-    app: &App,
-    headers: &HeaderMap,
-    ctx: &mut super::Ctx,
-) -> Result<Session, ApiError> {
-    let s = gate(app, headers).await?;
-    ctx.cookie = Some(session_cookie(&s.token));
-    ctx.private = true;
-    ctx.user = Some(s.info.name.clone());
-    Ok(s)
+/// What a session adds to its answers: the refreshed session cookie, `Cache-Control:
+/// private`, and its user for the access log.
+pub fn marks(s: &Session) -> Marks {
+    Marks {
+        cookie: Some(session_cookie(&s.token)),
+        private: true,
+        user: Some(s.info.name.clone()),
+    }
+}
+
+/// The session gate, then `then` with the session: what every session endpoint does. The
+/// answer, a refusal included, carries the session's [`marks`]; a request the gate refuses
+/// gets its 401 before the body is read.
+pub async fn gated<'r, F, Fut>(app: &SharedApp, req: &'r mut Req, then: F) -> Answer
+where
+    F: FnOnce(&'r mut Req, Session) -> Fut,
+    Fut: Future<Output = Result<Response, ApiError>>,
+{
+    let session = match gate(app, &req.headers).await {
+        Ok(s) => s,
+        Err(e) => return e.into(),
+    };
+    marks(&session).answer(then(req, session).await)
 }
 
 /// Runs a chunk Brine built (`GET /minions`, `GET /jobs`) with the session's token, audited as

@@ -7,15 +7,20 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 
+use super::answer::{Answer, Marks};
 use super::error::ApiError;
-use super::{ok, session, Ctx, Req};
+use super::{ok, session, Req};
 use crate::app::SharedApp;
 
 /// `GET /stats`.
-pub async fn stats(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
-    if !app.settings.rest.stats_disable_auth {
-        session::gate_request(app, &req.headers, ctx).await?;
+pub async fn stats(app: &SharedApp, req: &mut Req) -> Answer {
+    if app.settings.rest.stats_disable_auth {
+        return figures(app, req).into();
     }
+    session::gated(app, req, |req, _| async move { figures(app, req) }).await
+}
+
+fn figures(app: &SharedApp, req: &Req) -> Result<Response, ApiError> {
     let format = req.format()?;
     let bind = std::net::SocketAddr::new(app.settings.rest.host, app.settings.rest.port);
     let body = app
@@ -25,15 +30,18 @@ pub async fn stats(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Resp
 }
 
 /// `GET /metrics`.
-pub async fn metrics(app: &SharedApp, req: &mut Req, ctx: &mut Ctx) -> Result<Response, ApiError> {
+pub async fn metrics(app: &SharedApp, req: &mut Req) -> Answer {
+    let mut marks = Marks::default();
     if !app.settings.brine.metrics_disable_auth {
-        let s = session::gate(app, &req.headers).await?;
-        ctx.user = Some(s.info.name);
+        match session::gate(app, &req.headers).await {
+            Ok(s) => marks.user = Some(s.info.name),
+            Err(e) => return e.into(),
+        }
     }
     let mut resp = Response::new(Body::from(app.stats.prometheus(&app.live())));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    Ok(resp)
+    marks.answer(Ok(resp))
 }

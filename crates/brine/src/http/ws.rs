@@ -3,14 +3,14 @@
 //! * rest_cherrypy `/ws` (session cookie or `X-Auth-Token`) and `/ws/<token>`: after the client
 //!   sends `websocket client ready`, every event is a text message `data: <json>` plus a blank
 //!   line; every text message the client sends is answered with `server received message`. With
-//!   `?format_events`, messages are the processed jobs/minions view ([`crate::formatted`]).
+//!   `?format_events`, messages are the processed jobs/minions view ([`crate::events::formatted`]).
 //! * rest_tornado `/all_events/<token>`: after the ready message, each event as bare JSON.
 //! * rest_tornado `/formatted_events/<token>`: starts a `grains.items` job on every minion with
 //!   the token, then sends the processed view in tornado's shape.
 //!
 //! A missing or invalid token is a 401 before the upgrade. The socket closes with code 1008
 //! when the token expires or is revoked (the references keep it open), and is dropped when
-//! the client does not read fast enough (see [`crate::streams`]).
+//! the client does not read fast enough (see [`crate::stream`]).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -24,13 +24,14 @@ use futures_util::{SinkExt, Stream, StreamExt};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::answer::{Answer, Marks};
 use super::error::ApiError;
 use super::routes::Endpoint;
-use super::{session, Ctx, Req};
+use super::{session, Req};
 use crate::app::{App, SharedApp};
-use crate::feed::StreamEvent;
-use crate::formatted::{Flavor, SaltInfo};
-use crate::streams::{self, Owner, Render};
+use crate::events::feed::StreamEvent;
+use crate::events::formatted::{Flavor, SaltInfo};
+use crate::stream::{self, Owner, Render};
 
 /// The message that starts the event flow.
 pub const READY: &str = "websocket client ready";
@@ -108,12 +109,19 @@ fn query_grains(app: Arc<App>, token: String, tgt: Value, tgt_type: &str) {
 }
 
 /// `GET /ws[/<token>]`, `/all_events/<token>`, `/formatted_events/<token>`.
-pub async fn ws(
+pub async fn ws(app: &SharedApp, req: &mut Req, endpoint: &Endpoint) -> Answer {
+    match upgrade(app, req, endpoint).await {
+        Ok((resp, marks)) => marks.answer(Ok(resp)),
+        Err(e) => e.into(),
+    }
+}
+
+/// Checks the token and answers the WebSocket handshake, with the marks of its caller.
+async fn upgrade(
     app: &SharedApp,
     req: &mut Req,
-    ctx: &mut Ctx,
     endpoint: &Endpoint,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, Marks), ApiError> {
     let format_events = req
         .query
         .as_deref()
@@ -137,17 +145,18 @@ pub async fn ws(
         .check(&app.master, &token)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
-    if matches!(endpoint, Endpoint::Ws(_)) {
-        ctx.cookie = Some(session::session_cookie(&token));
-    }
-    ctx.user = Some(info.name.clone());
+    let marks = Marks {
+        cookie: matches!(endpoint, Endpoint::Ws(_)).then(|| session::session_cookie(&token)),
+        private: false,
+        user: Some(info.name.clone()),
+    };
     let mut parts = axum::http::Request::new(()).into_parts().0;
     parts.method = req.method.clone();
     parts.headers = req.headers.clone();
     parts.extensions = std::mem::take(&mut req.extensions);
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
-        Err(rejection) => return Ok(rejection.into_response()),
+        Err(rejection) => return Ok((rejection.into_response(), marks)),
     };
     let app = app.clone();
     let owner = Owner {
@@ -176,7 +185,7 @@ pub async fn ws(
             axum::http::HeaderValue::from_static("13"),
         );
     }
-    Ok(resp)
+    Ok((resp, marks))
 }
 
 async fn run(app: SharedApp, socket: WebSocket, kind: Kind, mut owner: Owner) {
@@ -185,7 +194,7 @@ async fn run(app: SharedApp, socket: WebSocket, kind: Kind, mut owner: Owner) {
     owner.kill = Some(kill.clone());
     let mut owner = Some(owner);
     let mut frames: Option<Pin<Box<dyn Stream<Item = Vec<Utf8Bytes>> + Send>>> = None;
-    let mut ping = tokio::time::interval(streams::KEEPALIVE);
+    let mut ping = tokio::time::interval(stream::KEEPALIVE);
     ping.reset();
     // Sends one message unless the client stalls past the kill switch.
     macro_rules! send {
@@ -227,7 +236,7 @@ async fn run(app: SharedApp, socket: WebSocket, kind: Kind, mut owner: Owner) {
                                 }
                             };
                             let resume = app.hub.feed().resume(None);
-                            frames = Some(Box::pin(streams::open(app.clone(), owner, resume, render)));
+                            frames = Some(Box::pin(stream::open(app.clone(), owner, resume, render)));
                         }
                     }
                 }

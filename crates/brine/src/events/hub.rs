@@ -13,7 +13,7 @@
 //! * Runner jids are chosen by the master and only known after its reply, by which time a
 //!   fast runner may already have returned; the hub keeps the last [`RECENT`] `salt/run/…`
 //!   events and replays those of a jid when a waiter registers for it.
-//! * Every event also goes to the stream feed ([`crate::feed`]): numbered, kept in a replay
+//! * Every event also goes to the stream feed ([`crate::events::feed`]): numbered, kept in a replay
 //!   ring, broadcast to streams and to the token-revocation listener.
 
 use std::collections::{HashMap, VecDeque};
@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use salt_wire::event::{BusAddr, Event, Subscription};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::feed::{Feed, StreamEvent};
+use crate::events::feed::{Feed, StreamEvent};
 
 /// Runner events remembered for late registrations.
 pub const RECENT: usize = 2048;

@@ -26,14 +26,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 
 use crate::app::App;
-use crate::feed::{Resume, StreamEvent};
+use crate::events::feed::{Resume, StreamEvent};
 
 /// Interval of keep-alive frames on an idle stream.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -368,7 +367,7 @@ where
         // everything that is still available.
         let marker = StreamEvent::new(
             oldest.saturating_sub(1),
-            Arc::new(crate::feed::lost_marker(seen, oldest)),
+            Arc::new(crate::events::feed::lost_marker(seen, oldest)),
         );
         render.event(&marker, &mut pending);
     }
@@ -414,30 +413,6 @@ where
         let batch = r.next_batch().await?;
         Some((batch, r))
     })
-}
-
-/// rest_cherrypy's SSE framing (with an `id:` line for `Last-Event-ID`).
-pub struct Sse;
-
-impl Render for Sse {
-    type Frame = Bytes;
-
-    fn preamble(&self) -> Option<Bytes> {
-        Some(Bytes::from_static(b"retry: 400\n"))
-    }
-
-    fn event(&mut self, ev: &StreamEvent, out: &mut VecDeque<Bytes>) {
-        out.push_back(ev.sse().clone());
-    }
-
-    fn keepalive(&self) -> Option<Bytes> {
-        // An SSE comment: every client ignores it, proxies see traffic.
-        Some(Bytes::from_static(b": keep-alive\n\n"))
-    }
-
-    fn size(frame: &Bytes) -> usize {
-        frame.len()
-    }
 }
 
 #[cfg(test)]
