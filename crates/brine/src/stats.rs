@@ -128,8 +128,8 @@ fn count_open_fds() -> i64 {
 }
 
 /// The process's open descriptors, counted at most once per [`FD_COUNT_EVERY`], and off the
-/// caller's thread: with 3 000 descriptors open, listing `/proc/self/fd` took 30–60 ms, which
-/// a request thread (and the `/stats` caller) would otherwise wait for. A caller gets the last
+/// caller's thread: with thousands of descriptors open, listing `/proc/self/fd` takes long
+/// enough that a request thread (and the `/stats` caller) should not wait for it. A caller gets the last
 /// count at once; when it is due, one caller (chosen by a CAS) has it recounted on the
 /// runtime's blocking pool. The very first count is taken inline (there is nothing to answer
 /// before it), and so is every count made outside a runtime (unit tests).

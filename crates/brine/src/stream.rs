@@ -38,9 +38,8 @@ use crate::events::feed::{Resume, StreamEvent};
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 /// How long a connection may hold one batch (its socket not taking it) while the stream owes
 /// more events before it counts as stalled. Generous: on a machine busier than it can serve,
-/// a stream may wait seconds for Brine itself to run it (seen: 13 s for a debug build, 1 000
-/// streams and 1 000 jobs on 2 CPUs), and memory does not depend on it (the byte and event
-/// bounds do that).
+/// a stream may wait seconds for Brine itself to run it, and memory does not depend on it
+/// (the byte and event bounds do that).
 pub const STALL: Duration = Duration::from_secs(30);
 /// How often a stream checks its token and the watchdog checks the stream.
 const CHECK: Duration = Duration::from_secs(1);

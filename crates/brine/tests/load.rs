@@ -36,8 +36,7 @@ const MARKER: &str = "load/done";
 /// load is gone.
 const HEAP_MARGIN_KIB: i64 = 4 * 1024;
 /// How far above its baseline Brine's RSS may stay once the load is gone: the live heap's
-/// margin plus the pages the allocator keeps (partly used slabs, extents it caches). Seen on
-/// Salt 3006: 8.6 MiB over, with the live heap back to 4.7 MiB.
+/// margin plus the pages the allocator keeps (partly used slabs, extents it caches).
 const RSS_MARGIN_KIB: u64 = 16 * 1024;
 
 /// One `/stats` call of the probe: when (seconds into its run), how long in all, and after
@@ -528,13 +527,12 @@ async fn load() {
     // the load. This holds with the deployment the README describes: the master and minions
     // at a quarter of Brine's CPU weight (SALT_NICE), the load generator below the probe. On
     // this 2-CPU machine the master alone wants more than one CPU during the load; at equal
-    // weights the probe and Brine's threads wait in the kernel's run queue behind it (p99
-    // 57-64 ms, max up to 111 ms, with Brine's handler at most 16-70 ms). The dev profile's
-    // `opt-level = 1` keeps a test build of Brine within a few times the release build's
-    // cost; unoptimised, answering the 1 000 calls that end at once took it ~130 ms, and
-    // the probe's connection waited behind them. The probe runs in the real-time class (see
+    // weights the probe and Brine's threads wait in the kernel's run queue behind it. The dev
+    // profile's `opt-level = 1` keeps a test build of Brine within a few times the release
+    // build's cost (unoptimised, answering the 1 000 calls that end at once would hold the
+    // probe's connection up). The probe runs in the real-time class (see
     // `probe_in_real_time`), and Brine accepts on its runtime's workers rather than on its
-    // main thread (on Salt 3007 the main thread's wake-up once took 66 ms).
+    // main thread.
     let over: Vec<&Probe> = times
         .iter()
         .filter(|p| p.took >= Duration::from_millis(100))

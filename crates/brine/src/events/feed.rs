@@ -8,9 +8,9 @@
 //!   it, shared by every stream: 10 000 streams cost one serialisation per event, not 10 000.
 //! * An event holds its encoded frame and its tag, not the parsed data: what a stream that
 //!   falls behind keeps alive is the bytes `stream_buffer_bytes` counts, and the replay ring
-//!   costs what `event_ring_bytes` says (the parsed data doubled both; a stream of 40 KB events
-//!   stalled 12 MB behind held 41 MB of heap). The rare reader of the data (rest_tornado's
-//!   formatted events) parses it back from the frame, once per event.
+//!   costs what `event_ring_bytes` says (the parsed data would double both). The rare reader
+//!   of the data (rest_tornado's formatted events) parses it back from the frame, once per
+//!   event.
 //! * The replay ring is bounded by count, by bytes and by age, so big events cannot make it
 //!   large and a quiet bus gives its memory back.
 //! * The broadcast channel is bounded; a stream that falls behind it is told how far (and is

@@ -3,7 +3,7 @@
 //!
 //! hyper gives every connection an 8 KiB read buffer and an 8 KiB header-write buffer for its
 //! whole life and does not let a server shrink them; with an SSE stream open for hours that
-//! was nearly all of what a stream cost (~15 KiB of ~16 measured, 10 000 streams ≈ 150 MiB).
+//! is nearly all of what a stream costs.
 //! Here Brine reads the request head itself (`httparse`, the parser hyper uses), builds the
 //! same `http::Request`, runs it through the same handler as every request (auth, CORS,
 //! stats, access log: [`super::handle`]), writes the answer's head and then each batch of
