@@ -553,12 +553,16 @@ def main():
     ap.add_argument("--targets", default=",".join(TARGETS), help="which targets (comma-separated)")
     ap.add_argument("--bin-dir", default=None, help="where brine and brine-bench are (default target/release)")
     ap.add_argument("--out", default=None, help="result file (default bench/results/<date>.md)")
+    ap.add_argument("--settle", type=float, default=15,
+                    help="longest wait, seconds, for a quiet machine before an SSE or async run")
     args = ap.parse_args()
     args.cmdline = ("bench/run " + " ".join(sys.argv[1:])).strip()
     if args.smoke:
         args.rounds, args.seconds, args.conc_api, args.conc_local = 1, 1.0, [4], [1]
         args.jobs, args.sse_clients, args.events, args.minions = 10, [50], 5, 2
         args.sse_connect_timeout, args.sse_drain, args.timeout, args.async_timeout = 20, 3, 30, 60
+        # The smoke run checks answers, not figures: it does not wait for a quiet machine.
+        args.settle = 0
     bin_dir = args.bin_dir or os.path.join(REPO, "target", "debug" if args.smoke else "release")
     wanted = set(args.scenarios.split(","))
 
@@ -603,7 +607,7 @@ def main():
                     if t in gave_up:
                         sse_rows.append({"target": t, "clients": n, "skipped": gave_up[t]})
                         continue
-                    settle(f"sse {n} {t}")
+                    settle(f"sse {n} {t}", limit=args.settle)
                     log(f"sse: {n} clients on {t}")
                     res = run_sse(stack, t, tokens[t], n, args)
                     log(json.dumps(res))
@@ -614,7 +618,7 @@ def main():
             # One round: 200 jobs keep a small machine's minions busy for minutes (a Salt 3008
             # minion's cost grows with the square of its jobs in flight, see --async-timeout).
             for t in [t for t in TARGETS if t in args.targets.split(",")]:
-                settle(f"async {t}")
+                settle(f"async {t}", limit=args.settle)
                 res = run_load(stack, t, "async", args.jobs, args)
                 res["round"] = 1
                 log(f"async {args.jobs} jobs {t}: ok={res['ok']} err={res['errors']} seconds={fmt(res['seconds'])}"

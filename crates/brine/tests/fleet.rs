@@ -112,12 +112,16 @@ async fn a_thousand_minions_through_brine_and_the_reference() {
         "/",
         &json!({"client": "local", "tgt": "*", "fun": "test.ping"}),
     );
-    let started = Instant::now();
-    let b = send(&st.brine, &ping.clone().header("X-Auth-Token", &s.brine)).await;
-    let brine_took = started.elapsed();
-    let started = Instant::now();
-    let c = send(&st.cherry, &ping.header("X-Auth-Token", &s.cherry)).await;
-    let cherry_took = started.elapsed();
+    // Both at once: each waits out the same gathering rules for the silent minions.
+    let timed = |base, req| async move {
+        let started = Instant::now();
+        let r = send(base, &req).await;
+        (r, started.elapsed())
+    };
+    let ((b, brine_took), (c, cherry_took)) = tokio::join!(
+        timed(&st.brine, ping.clone().header("X-Auth-Token", &s.brine)),
+        timed(&st.cherry, ping.header("X-Auth-Token", &s.cherry)),
+    );
     let (b, c) = (returns(&b), returns(&c));
     eprintln!(
         "local test.ping to {} minions: Brine {brine_took:?} {:?}, rest_cherrypy {cherry_took:?} {:?}",
@@ -229,7 +233,7 @@ async fn a_thousand_minions_through_brine_and_the_reference() {
             "/jobs/{jid}: {got} of {} returns after 120 s",
             answering.len()
         );
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     // 4. `local_batch`, 10 % at a time, gets every return.
@@ -253,18 +257,25 @@ async fn a_thousand_minions_through_brine_and_the_reference() {
     }
     assert_eq!(batched.len(), answering.len(), "local_batch returns");
 
-    // 5. Memory: the answers are gone; what stays is the event ring's share.
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    let (heap_after, _) = heap_kib(&st.brine, &s.brine).await;
-    let kept = send(
-        &st.brine,
-        &Req::get("/stats").header("X-Auth-Token", &s.brine),
-    )
-    .await
-    .json()["Brine"]["Events Kept Bytes"]
-        .as_i64()
-        .unwrap_or(0)
-        / 1024;
+    // 5. Memory: the answers are gone; what stays is the event ring's share (within 15 s:
+    //    the allocator gives freed memory back in the background).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (heap_after, kept) = loop {
+        let (heap_after, _) = heap_kib(&st.brine, &s.brine).await;
+        let kept = send(
+            &st.brine,
+            &Req::get("/stats").header("X-Auth-Token", &s.brine),
+        )
+        .await
+        .json()["Brine"]["Events Kept Bytes"]
+            .as_i64()
+            .unwrap_or(0)
+            / 1024;
+        if heap_after - kept <= heap_before + 4 * 1024 || Instant::now() >= deadline {
+            break (heap_after, kept);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     eprintln!("Brine's live heap: {heap_before} KiB before, {heap_after} KiB after ({kept} KiB of kept events)");
     assert!(
         heap_after - kept <= heap_before + 4 * 1024,
