@@ -250,6 +250,26 @@ pub fn reopen(files: &[Arc<LogFile>]) {
     }
 }
 
+/// Reopens `files` on every SIGHUP (after logrotate moved them), and calls `also` for the log
+/// files kept elsewhere (the HTTP access log).
+pub fn reopen_on_sighup(files: Vec<Arc<LogFile>>, also: impl Fn() + Send + 'static) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGHUP: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reopening log files");
+            reopen(&files);
+            also();
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,7 +209,12 @@ async fn run(
             .map_or_else(|| "with the other logs".into(), |p| p.display().to_string()),
         "Brine {} listening", env!("CARGO_PKG_VERSION")
     );
-    reopen_on_sighup(log_files, access_log.clone());
+    let reopen_access_log = access_log.clone();
+    logging::reopen_on_sighup(log_files, move || {
+        if let Some(a) = &reopen_access_log {
+            a.reopen();
+        }
+    });
     ready();
     // The accept loop is a task of the runtime, not the future `main` blocks on: a new
     // connection is then taken by whichever worker is already running, instead of waiting
@@ -222,30 +227,6 @@ async fn run(
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS
-}
-
-/// SIGHUP reopens the log files (after logrotate moved them), the access log included.
-fn reopen_on_sighup(
-    files: Vec<Arc<logging::LogFile>>,
-    access_log: Option<http::access_log::AccessLog>,
-) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot watch SIGHUP: {e}");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reopening log files");
-            logging::reopen(&files);
-            if let Some(a) = &access_log {
-                a.reopen();
-            }
-        }
-    });
 }
 
 async fn shutdown_signal() {
