@@ -327,9 +327,12 @@ mod tests {
     #[test]
     fn a_bare_jid_announcement_marks_a_master_before_3008() {
         let t0 = Instant::now();
+        // A 3008 master announces the job only as `salt/job/<jid>/new`.
         let mut g = Gather::new("1", &ids(&["m1"]), vec![], timing(), t0);
-        // Another job's announcement says nothing about this one.
-        g.on_event(&ev("2", json!({"minions": ["m9"]})));
+        g.on_event(&ev("salt/job/1/new", json!({"minions": ["m1"]})));
+        assert!(!g.finish().bare_announce);
+        let mut g = Gather::new("1", &ids(&["m1"]), vec![], timing(), t0);
+        g.on_event(&ev("salt/job/1/new", json!({"minions": ["m1"]})));
         g.on_event(&ev("1", json!({"minions": ["m1"]})));
         let out = g.finish();
         assert!(out.bare_announce);
