@@ -6,7 +6,7 @@
 //! explicitly below), and in a second, Brine-only pass nothing of the refused requests may
 //! appear on the master's event bus.
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! process keeps its memory bounded, and service continues (Brine only: rest_cherrypy is
 //! known to die on some of these, e.g. the YAML alias bomb).
 
-mod common;
+pub mod common;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

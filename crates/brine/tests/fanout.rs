@@ -3,7 +3,7 @@
 //! 100 MiB; clients that never read are disconnected without costing the others anything, and
 //! what they hold up in Brine's heap stays within `event_ring_bytes` and `stream_buffer_bytes`.
 
-mod common;
+pub mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;

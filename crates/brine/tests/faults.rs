@@ -7,7 +7,7 @@
 //!
 //! The scenarios change the shared master, so they take a lock and run one at a time.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

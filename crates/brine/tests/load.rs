@@ -18,7 +18,7 @@
 //! The stream readers are raw sockets that only count byte patterns, so the test process
 //! (a debug build, like Brine here) does not become the bottleneck it is measuring.
 
-mod common;
+pub mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

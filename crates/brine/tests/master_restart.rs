@@ -3,7 +3,7 @@
 //! back succeeds, and event streams opened before the restart carry the events of a job run
 //! after it, all without restarting Brine.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! (`max_request_body_size` enforced with 413, `cors_origin` honoured, CORS preflight 200),
 //! plus `log_access_file`.
 
-mod common;
+pub mod common;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -3,7 +3,7 @@
 //! stay), `stats_disable_auth`, `webhook_disable_auth` with `webhook_url`, `favicon`, `debug`,
 //! `expire_responses` (accepted, no effect) and `log_error_file`.
 
-mod common;
+pub mod common;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

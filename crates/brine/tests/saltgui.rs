@@ -7,7 +7,7 @@
 //! Where SaltGUI's copy is absent (`$BRINE_SALTGUI_DIR`, ../shared/clients beside the checkout,
 //! or /work/shared/clients) the test says so loudly and does nothing else.
 
-mod common;
+pub mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -4,7 +4,7 @@
 //! the audit trail (one line per executed chunk, with its jid) as text and as JSON in its own
 //! file, and SIGHUP reopening the log files.
 
-mod common;
+pub mod common;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -15,7 +15,7 @@
 //! the test's sshd against a known_hosts file of its own (the roster's `ssh_options`), so the
 //! test leaves nothing in the user's `~/.ssh` or `/var/tmp`.
 
-mod common;
+pub mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -6,7 +6,7 @@
 
 #![allow(clippy::expect_used)] // a failed expectation is the test failing
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 
