@@ -3,6 +3,8 @@
 //! stay), `stats_disable_auth`, `webhook_disable_auth` with `webhook_url`, `favicon`, `debug`,
 //! `expire_responses` (accepted, no effect) and `log_error_file`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // for its helpers; see clippy.toml
+
 pub mod common;
 
 use std::path::PathBuf;
@@ -16,9 +18,8 @@ fn dir() -> &'static PathBuf {
     D.get_or_init(|| {
         let d = std::env::temp_dir().join(format!("brine-options2-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(d.join("favicon.ico"), b"\x00\x00\x01\x00fake-icon")
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("favicon.ico"), b"\x00\x00\x01\x00fake-icon").unwrap();
         d
     })
 }

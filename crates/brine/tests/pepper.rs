@@ -98,7 +98,7 @@ fn pepper_library() {
             .arg(&script)
             .arg(base)
             .output()
-            .unwrap_or_else(|e| panic!("python: {e}"));
+            .expect("python");
         assert!(
             out.status.success(),
             "pepper_lib.py against {base}: {}\n{}",

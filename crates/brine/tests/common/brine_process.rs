@@ -16,8 +16,7 @@ impl Stack {
             let _ = old.wait();
         }
         let port = self.info["brine_port"].as_u64().unwrap_or(0).to_string();
-        let log = std::fs::File::create(self.root.join("logs/brine.out"))
-            .unwrap_or_else(|e| panic!("brine log: {e}"));
+        let log = std::fs::File::create(self.root.join("logs/brine.out")).expect("brine log");
         // BRINE_BIN runs the suite against another build (e.g. target/release/brine).
         let bin = std::env::var("BRINE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_brine").into());
         let child = Command::new(bin)
@@ -27,7 +26,7 @@ impl Stack {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start brine: {e}"));
+            .expect("cannot start brine");
         let _ = std::fs::write(self.root.join("pids/brine.pid"), child.id().to_string());
         *guard = Some(child);
         drop(guard);
@@ -116,7 +115,7 @@ impl Stack {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("no free port: {e}"));
+            .expect("no free port");
         let log = std::fs::File::create(self.root.join(format!("logs/{name}.out")))
             .unwrap_or_else(|e| panic!("{name} log: {e}"));
         let bin = std::env::var("BRINE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_brine").into());

@@ -110,14 +110,14 @@ pub(super) fn client() -> &'static reqwest::Client {
         // would outlive the runtime that drives it.
         let mut b = reqwest::Client::builder();
         if let Some(pem) = TRUSTED_PEM.get() {
-            let cert = reqwest::Certificate::from_pem(pem).unwrap_or_else(|e| panic!("{e}"));
+            let cert = reqwest::Certificate::from_pem(pem).unwrap();
             b = b.add_root_certificate(cert);
         }
         b.pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(300))
             .build()
-            .unwrap_or_else(|e| panic!("client: {e}"))
+            .expect("client")
     })
 }
 

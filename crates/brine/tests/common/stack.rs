@@ -156,7 +156,7 @@ fn start(opts: StackOpts) -> Stack {
     run(&mut cmd);
     let info: Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("stack.json")).unwrap_or_default())
-            .unwrap_or_else(|e| panic!("stack.json: {e}"));
+            .expect("stack.json");
     let brine_port = info["brine_port"].as_u64().unwrap_or(0);
     let cherry_port = info["cherrypy_port"].as_u64().unwrap_or(0);
     let scheme = if opts.rest_extra.contains("disable_ssl: false") {
