@@ -21,7 +21,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("brine-options-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("brine-options-tls-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("static/js")).unwrap();
         let write = |p: &str, t: &str| {
