@@ -6,7 +6,7 @@
 //! explicitly below), and in a second, Brine-only pass nothing of the refused requests may
 //! appear on the master's event bus.
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 
@@ -303,7 +303,7 @@ async fn refused_requests_reach_nothing_on_the_master() {
         std::path::Path::new(&sock).join("master_event_pub.ipc"),
     ))
     .await
-    .unwrap_or_else(|e| panic!("bus: {e}"));
+    .expect("bus");
     let marker = format!("am-bus-{}", std::process::id());
     let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
     let watcher = tokio::spawn({

@@ -1,13 +1,15 @@
 //! The `brine` binary's command line and startup errors: a missing or bad configuration stops
 //! Brine with one clear line naming the file and the key, a non-zero exit, and no panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // for its helpers; see clippy.toml
+
 use std::process::Command;
 
 fn brine(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_brine"))
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("brine: {e}"));
+        .expect("brine");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -19,10 +21,10 @@ fn brine(args: &[&str]) -> (i32, String) {
 fn config_dir(name: &str, master: &str, extra: &[(&str, &str)]) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("brine-cli-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("master.d")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.join("master"), master).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(dir.join("master.d")).unwrap();
+    std::fs::write(dir.join("master"), master).unwrap();
     for (file, text) in extra {
-        std::fs::write(dir.join(file), text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join(file), text).unwrap();
     }
     dir
 }
@@ -198,7 +200,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+        .expect("no free port")
 }
 
 /// Runs `brine args`, failing the test if it has not returned within `secs`.
@@ -208,7 +210,7 @@ fn brine_within(secs: u64, args: &[&str]) -> (i32, String) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("brine: {e}"));
+        .expect("brine");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while child.try_wait().ok().flatten().is_none() {
         if std::time::Instant::now() > deadline {
@@ -217,9 +219,7 @@ fn brine_within(secs: u64, args: &[&str]) -> (i32, String) {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("brine: {e}"));
+    let out = child.wait_with_output().expect("brine");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -353,7 +353,7 @@ fn daemon_reports_what_stops_it_on_the_terminal() {
     assert_clean_error(code, &text, &["master", "rest_cherrypy.port"]);
 
     // What only the daemon meets (its port is taken) comes back from it, with a failure.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().map(|a| a.port()).unwrap_or_default();
     let dir = daemon_config_dir("daemon-busy", port);
     let pid_file = dir.join("brine.pid");

@@ -6,7 +6,7 @@
 //! the token format (Brine hands out the master's token), and the reference bugs Brine fixes
 //! (decision D2).
 
-mod common;
+pub mod common;
 
 use common::*;
 use serde_json::json;

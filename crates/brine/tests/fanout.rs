@@ -3,7 +3,7 @@
 //! 100 MiB; clients that never read are disconnected without costing the others anything, and
 //! what they hold up in Brine's heap stays within `event_ring_bytes` and `stream_buffer_bytes`.
 
-mod common;
+pub mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -179,7 +179,7 @@ async fn clients_that_never_read_are_dropped_and_the_others_get_everything() {
     for _ in 0..10 {
         let mut s = tokio::net::TcpStream::connect(st.brine.trim_start_matches("http://"))
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         use tokio::io::AsyncWriteExt;
         let req = format!("GET /events HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n\r\n");
         let _ = s.write_all(req.as_bytes()).await;

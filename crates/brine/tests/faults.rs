@@ -7,7 +7,7 @@
 //!
 //! The scenarios change the shared master, so they take a lock and run one at a time.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 
@@ -293,7 +293,7 @@ async fn frozen_master_gives_503_within_publish_timeout_and_thaws() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     for t in tasks {
-        let (path, r, took) = t.await.unwrap_or_else(|e| panic!("{e}"));
+        let (path, r, took) = t.await.unwrap();
         assert_503(&r, &path);
         // A token checked before the freeze is cached, so a command fails at the publish.
         assert!(

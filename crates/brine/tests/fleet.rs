@@ -14,7 +14,7 @@
 //! The swarm is the `salt-swarm` library, run inside this test binary: its minions end with
 //! it.
 
-mod common;
+pub mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

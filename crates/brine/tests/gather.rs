@@ -2,7 +2,7 @@
 //! master: `saltutil.find_job` keeps waiting for a minion that still runs the job past
 //! `timeout`, and a minion that is down is reported with Salt's "Minion did not return" text.
 
-mod common;
+pub mod common;
 
 use std::time::Instant;
 

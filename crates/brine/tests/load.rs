@@ -18,7 +18,9 @@
 //! The stream readers are raw sockets that only count byte patterns, so the test process
 //! (a debug build, like Brine here) does not become the bottleneck it is measuring.
 
-mod common;
+#![allow(clippy::unwrap_used, clippy::expect_used)] // for its helpers; see clippy.toml
+
+pub mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -160,8 +162,8 @@ fn probe_in_real_time() -> String {
 /// and threads it spawns start with it).
 fn make_nicer(by: i32) {
     let me = Some(rustix::thread::gettid());
-    let now = rustix::process::getpriority_process(me).unwrap_or_else(|e| panic!("{e}"));
-    rustix::process::setpriority_process(me, (now + by).min(19)).unwrap_or_else(|e| panic!("{e}"));
+    let now = rustix::process::getpriority_process(me).unwrap();
+    rustix::process::setpriority_process(me, (now + by).min(19)).unwrap();
 }
 
 #[test]
@@ -171,7 +173,7 @@ fn thousand_sync_locals_and_thousand_streams_at_once() {
         .enable_all()
         .on_thread_start(|| make_nicer(LOAD_GENERATOR_NICE))
         .build()
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .block_on(load());
 }
 
@@ -236,15 +238,11 @@ async fn load() {
             .map(|_| {
                 let (addr, token, opened) = (addr.clone(), token.clone(), opened.clone());
                 tokio::spawn(async move {
-                    let mut s = tokio::net::TcpStream::connect(&addr)
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"));
+                    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
                     let head = format!(
                         "GET /events HTTP/1.1\r\nHost: {addr}\r\nX-Auth-Token: {token}\r\n\r\n"
                     );
-                    s.write_all(head.as_bytes())
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"));
+                    s.write_all(head.as_bytes()).await.unwrap();
                     let mut got = Vec::new();
                     let mut buf = [0u8; 1024];
                     while memmem::find(&got, b"retry:").is_none() {
@@ -257,7 +255,7 @@ async fn load() {
             })
             .collect();
         for w in warm {
-            w.await.unwrap_or_else(|e| panic!("{e}"));
+            w.await.unwrap();
         }
         fire_hook(&st.brine, &token, "load/warm", &json!({})).await;
     }
@@ -328,7 +326,7 @@ async fn load() {
                 (times, peak, class)
             }
         })
-        .unwrap_or_else(|e| panic!("cannot start the /stats watcher: {e}"));
+        .expect("cannot start the /stats watcher");
     // The probe keeps this thread's priority; what this thread does from here on is load.
     make_nicer(LOAD_GENERATOR_NICE);
 
@@ -370,7 +368,7 @@ async fn load() {
     let mut wrong = Vec::new();
     let mut live_calls = 0;
     for c in calls {
-        let (is_live, r) = c.await.unwrap_or_else(|e| panic!("{e}"));
+        let (is_live, r) = c.await.unwrap();
         let ret = r.json()["return"][0].clone();
         let right = r.status == 200
             && if is_live {
@@ -399,12 +397,10 @@ async fn load() {
     fire_hook(&st.brine, &token, MARKER, &json!({"done": true})).await;
     let mut carried = Vec::new();
     for s in streams {
-        carried.push(s.await.unwrap_or_else(|e| panic!("{e}")));
+        carried.push(s.await.unwrap());
     }
     stop.store(true, Ordering::SeqCst);
-    let (times, peak, probe_class) = watcher
-        .join()
-        .unwrap_or_else(|_| panic!("the /stats watcher failed"));
+    let (times, peak, probe_class) = watcher.join().expect("the /stats watcher failed");
     let short: Vec<_> = carried
         .iter()
         .enumerate()

@@ -3,7 +3,7 @@
 //! back succeeds, and event streams opened before the restart carry the events of a job run
 //! after it, all without restarting Brine.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 
@@ -34,9 +34,7 @@ async fn master_stop_gives_503_and_restart_recovers_without_restarting_brine() {
         "{}/all_events/{token}",
         st.brine.replace("http://", "ws://")
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
-        .await
-        .unwrap_or_else(|e| panic!("ws: {e}"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("ws");
     let _ = ws
         .send(tokio_tungstenite::tungstenite::Message::text(
             "websocket client ready",

@@ -2,7 +2,7 @@
 //! `local_async`, `runner` and `wheel` clients, and the `libpepper` library, each compared
 //! with what the same client gets from the Python rest_cherrypy on the same master.
 
-mod common;
+pub mod common;
 
 use std::process::Command;
 
@@ -98,7 +98,7 @@ fn pepper_library() {
             .arg(&script)
             .arg(base)
             .output()
-            .unwrap_or_else(|e| panic!("python: {e}"));
+            .expect("python");
         assert!(
             out.status.success(),
             "pepper_lib.py against {base}: {}\n{}",

@@ -1,7 +1,7 @@
 //! `/minions`, `/jobs`, `/keys`, `/stats`, and the `local_batch` / `local_subset` clients,
 //! compared with rest_cherrypy on the same master (4 minions), error cases included.
 
-mod common;
+pub mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! Where SaltGUI's copy is absent (`$BRINE_SALTGUI_DIR`, ../shared/clients beside the checkout,
 //! or /work/shared/clients) the test says so loudly and does nothing else.
 
-mod common;
+pub mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -50,7 +50,7 @@ fn saltgui_in_headless_chromium() {
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .status()
-        .unwrap_or_else(|e| panic!("scripts/browser-deps: {e}"));
+        .expect("scripts/browser-deps");
     assert!(deps.success(), "scripts/browser-deps failed");
     let st = stack_with(StackOpts {
         reference: false,
@@ -78,7 +78,7 @@ fn saltgui_in_headless_chromium() {
         ])
         .args(["--hook-token-from-login", "--with-stats"])
         .output()
-        .unwrap_or_else(|e| panic!("node: {e}"));
+        .expect("node");
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(

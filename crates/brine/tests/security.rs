@@ -4,7 +4,9 @@
 //! the audit trail (one line per executed chunk, with its jid) as text and as JSON in its own
 //! file, and SIGHUP reopening the log files.
 
-mod common;
+#![allow(clippy::unwrap_used, clippy::expect_used)] // for its helpers; see clippy.toml
+
+pub mod common;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -19,7 +21,7 @@ fn dir() -> &'static PathBuf {
     D.get_or_init(|| {
         let d = std::env::temp_dir().join(format!("brine-security-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(&d).unwrap();
         d
     })
 }
@@ -45,7 +47,7 @@ fn client_from(addr: [u8; 4]) -> reqwest::Client {
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(60))
         .build()
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 async fn post_login(
@@ -59,7 +61,7 @@ async fn post_login(
         .json(creds)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let status = r.status().as_u16();
     let retry = r
         .headers()
@@ -76,7 +78,7 @@ async fn post_status(c: &reqwest::Client, base: &str, path: &str, body: &Value) 
         .json(body)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .status()
         .as_u16()
 }
@@ -175,7 +177,7 @@ async fn credentials_the_master_echoes_on_the_bus_are_redacted_on_streams() {
             break;
         }
     }
-    let ev = error_event.unwrap_or_else(|| panic!("no error event from the master"));
+    let ev = error_event.expect("no error event from the master");
     assert_eq!(
         ev.data["data"]["kwargs"]["password"],
         json!("<redacted>"),
@@ -341,9 +343,8 @@ async fn json_logs_and_the_audit_file_follow_sighup() {
     let st = st();
     let conf = dir().join("json-conf");
     let _ = std::fs::remove_dir_all(&conf);
-    std::fs::create_dir_all(conf.join("master.d")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(st.config_dir().join("master"), conf.join("master"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(conf.join("master.d")).unwrap();
+    std::fs::copy(st.config_dir().join("master"), conf.join("master")).unwrap();
     let audit_file = conf.join("audit.log");
     // An included file replaces the top-level `brine:` block of the stack's master file.
     std::fs::write(
@@ -353,7 +354,7 @@ async fn json_logs_and_the_audit_file_follow_sighup() {
             audit_file.display()
         ),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let b = st.spawn_extra_brine_with("brine-json", &conf, &["--log-format", "json"]);
     let creds = json!({"username": "saltdev", "password": "json-test", "eauth": "auto"});
     let token = login(&b.url, &creds).await;
@@ -426,7 +427,7 @@ async fn json_logs_and_the_audit_file_follow_sighup() {
 
     // logrotate: move the file, SIGHUP, the next line goes to a new file at the path.
     let rotated = conf.join("audit.log.1");
-    std::fs::rename(&audit_file, &rotated).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&audit_file, &rotated).unwrap();
     let hup = std::process::Command::new("kill")
         .args(["-HUP", &b.pid().to_string()])
         .status()

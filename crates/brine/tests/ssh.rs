@@ -15,7 +15,9 @@
 //! the test's sshd against a known_hosts file of its own (the roster's `ssh_options`), so the
 //! test leaves nothing in the user's `~/.ssh` or `/var/tmp`.
 
-mod common;
+#![allow(clippy::unwrap_used, clippy::expect_used)] // for its helpers; see clippy.toml
+
+pub mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -109,7 +111,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+        .expect("no free port")
 }
 
 fn write(path: &Path, text: &str) {
@@ -130,13 +132,13 @@ fn start_sshd(st: &Stack) -> Sshd {
         keygen(&host_key, "brine-test-host");
         keygen(&client_key, "brine-test-client");
         std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys"))
-            .unwrap_or_else(|e| panic!("authorized_keys: {e}"));
+            .expect("authorized_keys");
     }
     let user = output(Command::new("id").arg("-un"));
     // sshd started by root needs its privilege separation directory (Debian's unit creates
     // it at boot, a container has none).
     if output(Command::new("id").arg("-u")) == "0" && !Path::new("/run/sshd").is_dir() {
-        std::fs::create_dir_all("/run/sshd").unwrap_or_else(|e| panic!("/run/sshd: {e}"));
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
     }
     let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).unwrap_or_default();
     let host_pub: Vec<&str> = host_pub.split_whitespace().take(2).collect();
@@ -172,7 +174,7 @@ fn start_sshd(st: &Stack) -> Sshd {
             .create(true)
             .append(true)
             .open(dir.join("sshd.log"))
-            .unwrap_or_else(|e| panic!("sshd.log: {e}"));
+            .expect("sshd.log");
         let child = Command::new(&bin)
             .args(["-D", "-e", "-f"])
             .arg(dir.join("sshd_config"))
@@ -375,9 +377,8 @@ async fn pepper_test_ssh_client_passes_against_brine() {
 async fn enable_ssh_false_switches_the_listed_client_off() {
     let st = st();
     let conf = st.root.join("ssh-off-conf");
-    std::fs::create_dir_all(conf.join("master.d")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(st.config_dir().join("master"), conf.join("master"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(conf.join("master.d")).unwrap();
+    std::fs::copy(st.config_dir().join("master"), conf.join("master")).unwrap();
     // An included file replaces the top-level `brine:` block of the stack's master file.
     write(
         &conf.join("master.d/ssh.conf"),

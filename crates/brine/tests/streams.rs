@@ -4,9 +4,9 @@
 //! two Brine instances on one master (tokens, revocation and the bus shared through it), and
 //! SIGTERM (requests in flight finish, streams end at once, the process exits 0).
 
-#![allow(clippy::expect_used)] // a failed expectation is the test failing
+#![allow(clippy::unwrap_used, clippy::expect_used)] // for its helpers; see clippy.toml
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 
@@ -135,10 +135,9 @@ async fn ws_connect(
     u16,
 > {
     let url = format!("{}{path}", base.replace("http://", "ws://"));
-    let mut req = url.into_client_request().unwrap_or_else(|e| panic!("{e}"));
+    let mut req = url.into_client_request().unwrap();
     if let Some(c) = cookie {
-        req.headers_mut()
-            .insert("Cookie", c.parse().unwrap_or_else(|e| panic!("{e}")));
+        req.headers_mut().insert("Cookie", c.parse().unwrap());
     }
     match tokio_tungstenite::connect_async(req).await {
         Ok((ws, _)) => Ok(ws),
@@ -235,16 +234,9 @@ async fn ws_upgrade_headers_match_the_reference() {
     let headers = |base: &str, token: &str| {
         let url = format!("{}/ws/{token}", base.replace("http://", "ws://"));
         async move {
-            let mut req = url
-                .clone()
-                .into_client_request()
-                .unwrap_or_else(|e| panic!("{e}"));
-            req.headers_mut().insert(
-                "Origin",
-                "https://ui.example"
-                    .parse()
-                    .unwrap_or_else(|e| panic!("{e}")),
-            );
+            let mut req = url.clone().into_client_request().unwrap();
+            req.headers_mut()
+                .insert("Origin", "https://ui.example".parse().unwrap());
             let (mut ws, resp) = tokio_tungstenite::connect_async(req)
                 .await
                 .unwrap_or_else(|e| panic!("{url}: {e}"));
@@ -530,8 +522,7 @@ async fn sigterm_finishes_requests_ends_streams_and_exits() {
     let url = b.url.clone();
     let in_flight = tokio::spawn(async move { send(&url, &slow).await });
     // A connection that never sends its request does not hold up the stop.
-    let idle = std::net::TcpStream::connect(b.url.trim_start_matches("http://"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let idle = std::net::TcpStream::connect(b.url.trim_start_matches("http://")).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let term = std::process::Command::new("kill")
         .args(["-TERM", &b.pid().to_string()])
@@ -543,7 +534,7 @@ async fn sigterm_finishes_requests_ends_streams_and_exits() {
     assert!(ended.is_ok(), "SSE stream still open 3 s after SIGTERM");
     let close_code = close_code(&mut ws, Duration::from_secs(3)).await;
     assert_eq!(close_code, Some(1001), "WebSocket close code at SIGTERM");
-    let r = in_flight.await.unwrap_or_else(|e| panic!("{e}"));
+    let r = in_flight.await.unwrap();
     assert_eq!(r.status, 200, "the request in flight: {}", r.text());
     assert_eq!(r.json()["return"][0], json!(true), "{}", r.text());
     let code = tokio::task::spawn_blocking(move || {
@@ -551,7 +542,7 @@ async fn sigterm_finishes_requests_ends_streams_and_exits() {
         (code, b)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(code.0, Some(0), "exit code after SIGTERM");
     let took = t0.elapsed();
     eprintln!("sigterm: stopped {took:?} after the signal");

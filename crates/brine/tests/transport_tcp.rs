@@ -2,7 +2,7 @@
 //! is msgpack over plain TCP (`head.mid` framing) and the event bus is on TCP ports instead of
 //! unix sockets. Compared with rest_cherrypy on the same master.
 
-mod common;
+pub mod common;
 
 use common::*;
 use serde_json::json;

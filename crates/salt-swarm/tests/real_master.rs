@@ -97,7 +97,7 @@ fn fifty_minions_answer_salts_own_cli() {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start salt-swarm: {e}"));
+        .expect("cannot start salt-swarm");
     let stdout = child.stdout.take();
     let mut swarm = SwarmProcess(child);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -110,7 +110,7 @@ fn fifty_minions_answer_salts_own_cli() {
     });
     let line = rx
         .recv_timeout(Duration::from_secs(180))
-        .unwrap_or_else(|e| panic!("no line from salt-swarm: {e}"));
+        .expect("no line from salt-swarm");
     assert_eq!(line, "salt-swarm: 50 minions up");
 
     let silent = ids([10, 20, 30, 40, 50]);

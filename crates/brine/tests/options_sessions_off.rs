@@ -1,9 +1,11 @@
-//! More `rest_cherrypy` options, on a plain-HTTP stack shared by Brine and the reference:
-//! `enable_sessions: false` (no `/login`, `/logout`, `/minions`, `/jobs`; `/run` and `/token`
-//! stay), `stats_disable_auth`, `webhook_disable_auth` with `webhook_url`, `favicon`, `debug`,
-//! `expire_responses` (accepted, no effect) and `log_error_file`.
+//! `rest_cherrypy` options on a plain-HTTP stack with sessions off, shared by Brine and the
+//! reference: `enable_sessions: false` (no `/login`, `/logout`, `/minions`, `/jobs`; `/run`
+//! and `/token` stay), `stats_disable_auth`, `webhook_disable_auth` with `webhook_url`,
+//! `favicon`, `debug`, `expire_responses` (accepted, no effect) and `log_error_file`.
 
-mod common;
+#![allow(clippy::unwrap_used, clippy::expect_used)] // for its helpers; see clippy.toml
+
+pub mod common;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -14,11 +16,11 @@ use serde_json::json;
 fn dir() -> &'static PathBuf {
     static D: OnceLock<PathBuf> = OnceLock::new();
     D.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("brine-options2-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("brine-options-sessions-off-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(d.join("favicon.ico"), b"\x00\x00\x01\x00fake-icon")
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("favicon.ico"), b"\x00\x00\x01\x00fake-icon").unwrap();
         d
     })
 }

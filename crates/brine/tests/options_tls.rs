@@ -4,7 +4,9 @@
 //! (`max_request_body_size` enforced with 413, `cors_origin` honoured, CORS preflight 200),
 //! plus `log_access_file`.
 
-mod common;
+#![allow(clippy::unwrap_used, clippy::expect_used)] // for its helpers; see clippy.toml
+
+pub mod common;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -19,9 +21,9 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("brine-options-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("brine-options-tls-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("static/js")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(dir.join("static/js")).unwrap();
         let write = |p: &str, t: &str| {
             std::fs::write(dir.join(p), t).unwrap_or_else(|e| panic!("{p}: {e}"))
         };
@@ -29,7 +31,7 @@ fn fixture() -> &'static Fixture {
         write("static/hello.txt", "hello from static\n");
         write("static/js/app.js", "console.log('app');\n");
         let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-            .unwrap_or_else(|e| panic!("rcgen: {e}"));
+            .expect("rcgen");
         write("tls.crt", &cert.cert.pem());
         write("tls.key", &cert.signing_key.serialize_pem());
         let _ = TRUSTED_PEM.set(cert.cert.pem().into_bytes());
@@ -270,11 +272,9 @@ async fn api_acl_and_authorized_ips_match_the_reference() {
     let pem = TRUSTED_PEM.get().cloned().unwrap_or_default();
     let other = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&pem).unwrap_or_else(|e| panic!("{e}")),
-        )
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let token_b = login(&format!("{}/api", st.brine), &st.creds()).await;
     let token_c = login(&format!("{}/api", st.cherry), &st.creds()).await;
     for (base, token) in [(&st.brine, &token_b), (&st.cherry, &token_c)] {
@@ -285,7 +285,7 @@ async fn api_acl_and_authorized_ips_match_the_reference() {
             .json(&json!({"client": "local", "tgt": "m1", "fun": "test.ping"}))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         assert_eq!(r.status().as_u16(), 403, "{base}");
         let text = r.text().await.unwrap_or_default();
         assert_eq!(html_parts(&text)["message"], "Bad IP", "{base}");
@@ -333,7 +333,7 @@ async fn openapi_document_is_valid_and_follows_the_configuration() {
     assert!(doc["paths"]["/login"]["post"].get("security").is_none());
     // The reference validator.
     let file = st.root.join("openapi.json");
-    std::fs::write(&file, r.body.clone()).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, r.body.clone()).unwrap();
     let out = std::process::Command::new(st.venv.join("bin/python"))
         .args([
             "-c",
@@ -342,7 +342,7 @@ async fn openapi_document_is_valid_and_follows_the_configuration() {
         ])
         .arg(&file)
         .output()
-        .unwrap_or_else(|e| panic!("python: {e}"));
+        .expect("python");
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("valid"),
         "openapi-spec-validator: {}{}",
