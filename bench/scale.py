@@ -429,6 +429,7 @@ def summary(rs):
         "connected": min([r.get("connected") or 0 for r in rs]),
         "events": max([r.get("events") or 0 for r in rs]),
         "bus_events_seen": min([r.get("bus_events_seen") or 0 for r in rs]),
+        "clients": max([r.get("clients") or 0 for r in rs]),
     }
 
 
@@ -474,7 +475,7 @@ def sse_table(s):
     for (n, sc, t), v in s.items():
         if sc != "sse" or "na" in v:
             continue
-        lines.append(f"| {n} | {LABEL[t]} | {v['connected']} | {v['bus_events_seen']}/{v['events']} | "
+        lines.append(f"| {n} | {LABEL[t]} | {v['connected']}/{v['clients']} | {v['bus_events_seen']}/{v['events']} | "
                      f"{fmt(v['delivered_pct'], ' %')} | {fmt(v['sse_p50_ms'], ' ms')} | {fmt(v['sse_p99_ms'], ' ms')} | "
                      f"{fmt(v['sse_max_ms'], ' ms')} | {fmt(v['server_cpu_s'], ' s', 2)} | "
                      f"{fmt(v['server_peak_rss_mib'], ' MiB')} | {short_error(v) if v['errors'] else '0'} |")
@@ -538,7 +539,10 @@ def report(args, rows, infos, bin_kind, elapsed):
         "minions (or jobs) the answer held. find_job publishes: `salt/job/<jid>/new` events of "
         "`saltutil.find_job` on the master's bus during the run (minions they targeted, summed). Server "
         "CPU and peak RSS: the process that owns the target's port. Master CPU per job: CPU seconds of "
-        "every salt-master process over the run, divided by the requests of the run.",
+        "every salt-master process over the run, divided by the requests of the run. The raw master "
+        "sends no `saltutil.find_job` probe: in `silent` its time is that of the last answering "
+        "minion's return, which a salt-api answering as Salt's LocalClient does cannot reach (it "
+        "waits for its probe round).",
         "",
     ]
     lines += load_table(s, sizes)
