@@ -285,16 +285,22 @@ def run_load(stack, target, scenario, conc, args):
     return res
 
 
-def run_sse(stack, target, token, clients, args):
+def sse_command(stack, target, token, clients, args):
+    """`brine-bench sse` for `clients` streams on the target (what to measure is added)."""
     sock = stack.info["sock_dir"]
     cmd = [driver(stack), "sse", "--name", target, "--url", stack.urls[target], "--token", token,
-           "--clients", str(clients), "--events", str(args.events),
+           "--clients", str(clients),
            "--bus-pub", os.path.join(sock, "master_event_pub.ipc"),
            "--bus-pull", os.path.join(sock, "master_event_pull.ipc"),
            "--connect-timeout", str(args.sse_connect_timeout), "--drain", str(args.sse_drain)]
     if target == "rest_tornado":
         # saltnado answers 406 to `Accept: text/event-stream`.
         cmd += ["--accept", "application/json"]
+    return cmd
+
+
+def run_sse(stack, target, token, clients, args):
+    cmd = sse_command(stack, target, token, clients, args) + ["--events", str(args.events)]
     with Watch(stack.pids.get(target)) as w:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if p.returncode != 0:
@@ -497,18 +503,19 @@ def goals(s, sse_rows, idle, args):
     return out
 
 
-def update_readme(text_table):
+def update_readme(text_table, begin=README_BEGIN, end=README_END):
+    """Replaces what is between the markers `begin` and `end` in the README."""
     path = os.path.join(REPO, "README.md")
     with open(path) as f:
         readme = f.read()
-    if README_BEGIN not in readme or README_END not in readme:
-        log("README has no bench markers; not updated")
+    if begin not in readme or end not in readme:
+        log(f"README has no {begin} markers; not updated")
         return
-    head, rest = readme.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
+    head, rest = readme.split(begin, 1)
+    _, tail = rest.split(end, 1)
     with open(path, "w") as f:
-        f.write(head + README_BEGIN + "\n" + text_table + README_END + tail)
-    log("README benchmark section updated")
+        f.write(head + begin + "\n" + text_table + end + tail)
+    log(f"README section {begin} updated")
 
 
 def ints(s):

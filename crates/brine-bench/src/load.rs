@@ -12,16 +12,31 @@
 //! * `async`: `--jobs` `local_async test.ping` jobs at `--concurrency`; the figure is the wall
 //!   time until every minion's return of every job is on the master's bus (the master fires it
 //!   as it stores the return in the job cache).
+//! * `lookup`: `local_async test.ping`, then `GET /jobs/<jid>` every `--poll-ms` until it holds
+//!   every return [the raw target: `publish`, until every return is on the bus].
+//! * `batch`: `local_batch test.ping` with `--batch`; the returns of all batches together must
+//!   hold every minion (the raw target has no batch: an error).
+//! * `minions`: `GET /minions` (`grains.items` on `*`); every minion's grains must be there
+//!   [`publish grains.items`, every return on the bus].
+//! * `keys`: `GET /keys`; every minion must be accepted [`wheel key.list_all`].
+//! * `jobs`: `GET /jobs`; every expected jid must be listed [`runner jobs.list_jobs`].
+//!
+//! With `--targets-file` (see [`crate::targets`]) worker w targets line w of the file and a
+//! complete answer is the exact set of ids on that line; without it, `*` and `--minions`.
+//! With `--requests K` every worker sends K requests instead of running for `--seconds`.
 //!
 //! `login`..`local` run for `--seconds` with `--concurrency` workers, each on its own
 //! connection, each sending its next request when the previous one was answered. A request
 //! counts only when its answer is right. Prints one JSON line: `{"target", "scenario",
 //! "concurrency", "ok", "errors", "master_errors", "seconds", "rps", "p50_ms", "p99_ms",
-//! "first_error"}`; `master_errors` counts the errors the master answered itself (its own
-//! exception text), which any salt-api in front of it would pass on.
+//! "first_error", "first_error_ms", "entries_min", "entries_max", "bytes_mean",
+//! "find_job_publishes", "find_job_jobs", "find_job_minions"}`; `master_errors` counts the
+//! errors the master answered itself (its own exception text), which any salt-api in front of
+//! it would pass on; `entries_*` are the sizes of the checked answers (minions, or jobs of
+//! `jobs`), `bytes_mean` their mean body size (HTTP), `find_job_*` the `saltutil.find_job`
+//! publishes seen on the master's bus during the run (publishes, jobs probed, minions probed).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,12 +46,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use salt_wire::config::{MasterConfig, MasterOptions};
-use salt_wire::envelope::classify;
-use salt_wire::pool::MasterPool;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpStream;
 
+use crate::raw::{gen_jid, short, RawMaster};
 use crate::returns::Returns;
+use crate::targets::{self, Line, Want};
 use crate::{host_port, percentile};
 
 /// What to measure.
@@ -52,6 +67,16 @@ pub enum Scenario {
     Local,
     /// `--jobs` `local_async` jobs, until every return is in.
     Async,
+    /// `local_async`, then `GET /jobs/<jid>` until it holds every return.
+    Lookup,
+    /// `local_batch` with `--batch`.
+    Batch,
+    /// `GET /minions` (all grains).
+    Minions,
+    /// `GET /keys`.
+    Keys,
+    /// `GET /jobs` (the job cache's listing).
+    Jobs,
 }
 
 impl Scenario {
@@ -62,6 +87,11 @@ impl Scenario {
             Scenario::Wheel => "wheel",
             Scenario::Local => "local",
             Scenario::Async => "async",
+            Scenario::Lookup => "lookup",
+            Scenario::Batch => "batch",
+            Scenario::Minions => "minions",
+            Scenario::Keys => "keys",
+            Scenario::Jobs => "jobs",
         }
     }
 }
@@ -85,12 +115,24 @@ pub struct LoadArgs {
     /// Length of a closed-loop run.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Requests per worker; 0: as many as fit in `--seconds`.
+    #[arg(long, default_value_t = 0)]
+    requests: usize,
     /// Jobs of the `async` scenario.
     #[arg(long, default_value_t = 200)]
     jobs: usize,
     /// Minions that must answer (`local`, `async`) or be listed (`wheel`).
     #[arg(long, default_value_t = 1)]
     minions: usize,
+    /// Per-worker targets and the exact ids of a complete answer (see `crate::targets`).
+    #[arg(long)]
+    targets_file: Option<PathBuf>,
+    /// Pause between two `GET /jobs/<jid>` of the `lookup` scenario, milliseconds.
+    #[arg(long, default_value_t = 500)]
+    poll_ms: u64,
+    /// `batch` of the `batch` scenario.
+    #[arg(long, default_value = "10%")]
+    batch: String,
     #[arg(long, default_value = "saltdev")]
     username: String,
     #[arg(long, default_value = "saltdev")]
@@ -109,7 +151,7 @@ pub struct LoadArgs {
 /// Where requests go.
 enum Target {
     Http { addr: String },
-    Raw { pool: MasterPool, user: String },
+    Raw(RawMaster),
 }
 
 /// Everything a worker needs.
@@ -122,16 +164,23 @@ struct Ctx {
     quiet: Option<Duration>,
     /// Job ids the target answered so far (`async`): two jobs must never share one.
     jids: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// `--targets-file`, or the default line (`*`, glob, no ids: `--minions` counts).
+    lines: Vec<Line>,
 }
 
 /// One HTTP/1.1 connection, reopened when the server closed it.
 struct Conn {
     sender: Option<SendRequest<Full<Bytes>>>,
+    /// Body size of the last answer.
+    bytes: usize,
 }
 
 impl Conn {
     fn new() -> Self {
-        Conn { sender: None }
+        Conn {
+            sender: None,
+            bytes: 0,
+        }
     }
 
     async fn post(
@@ -140,6 +189,21 @@ impl Conn {
         path: &str,
         token: Option<&str>,
         body: &Value,
+    ) -> Result<Value, String> {
+        self.call("POST", addr, path, token, Some(body)).await
+    }
+
+    async fn get(&mut self, addr: &str, path: &str, token: &str) -> Result<Value, String> {
+        self.call("GET", addr, path, Some(token), None).await
+    }
+
+    async fn call(
+        &mut self,
+        method: &str,
+        addr: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
     ) -> Result<Value, String> {
         let mut sender = match self.sender.take() {
             Some(s) if !s.is_closed() => s,
@@ -159,15 +223,20 @@ impl Conn {
             .ready()
             .await
             .map_err(|e| format!("connection: {e}"))?;
-        let mut req = hyper::Request::post(path)
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
             .header("Host", addr)
-            .header("Accept", "application/json")
-            .header("Content-Type", "application/json");
+            .header("Accept", "application/json");
+        if body.is_some() {
+            req = req.header("Content-Type", "application/json");
+        }
         if let Some(t) = token {
             req = req.header("X-Auth-Token", t);
         }
+        let payload = body.map(Value::to_string).unwrap_or_default();
         let req = req
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(Bytes::from(payload)))
             .map_err(|e| format!("request: {e}"))?;
         let resp = sender
             .send_request(req)
@@ -181,6 +250,7 @@ impl Conn {
             .map_err(|e| format!("body: {e}"))?
             .to_bytes();
         self.sender = Some(sender);
+        self.bytes = bytes.len();
         if status != 200 {
             return Err(format!(
                 "status {status}: {}",
@@ -196,15 +266,13 @@ fn first_return(v: Value) -> Result<Value, String> {
     match v {
         Value::Object(mut m) => match m.remove("return") {
             Some(Value::Array(mut a)) if !a.is_empty() => Ok(a.swap_remove(0)),
-            other => Err(format!("no return list: {other:?}")),
+            other => Err(format!(
+                "no return list: {}",
+                short(&other.unwrap_or_default())
+            )),
         },
-        other => Err(format!("answer is not a map: {other}")),
+        other => Err(format!("answer is not a map: {}", short(&other))),
     }
-}
-
-fn short(v: &Value) -> String {
-    let s = v.to_string();
-    s.chars().take(600).collect()
 }
 
 fn check_token(v: &Value) -> Result<String, String> {
@@ -256,44 +324,45 @@ fn check_wheel(v: &Value, minions: usize) -> Result<(), String> {
     }
 }
 
-fn check_pings(ret: &Value, minions: usize) -> Result<(), String> {
+/// A key listing (`{"minions": [...], ...}`) holds every id; the number of accepted keys.
+fn check_keys(listing: &Value, ids: &[String]) -> Result<usize, String> {
+    let listed: Map<String, Value> = listing
+        .get("minions")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|id| (id.to_owned(), Value::Bool(true)))
+                .collect()
+        })
+        .ok_or_else(|| format!("no minions list: {}", short(listing)))?;
+    targets::check(&listed, ids, Want::Present)
+}
+
+fn check_pings(ret: &Value, minions: usize) -> Result<usize, String> {
     match ret.as_object() {
-        Some(m) if m.len() >= minions && m.values().all(|v| v == &Value::Bool(true)) => Ok(()),
+        Some(m) if m.len() >= minions && m.values().all(|v| v == &Value::Bool(true)) => Ok(m.len()),
         _ => Err(format!("test.ping: {}", short(ret))),
     }
 }
 
-/// Jids for the raw publishes, in Salt's format, never repeated within a run.
-fn gen_jid() -> String {
-    static LAST: AtomicI64 = AtomicI64::new(0);
-    let now = chrono::Local::now().timestamp_micros();
-    let micros = match LAST.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
-        Some(now.max(last + 1))
-    }) {
-        Ok(last) | Err(last) => now.max(last + 1),
-    };
-    let secs = micros.div_euclid(1_000_000);
-    let sub = micros.rem_euclid(1_000_000);
-    match chrono::DateTime::from_timestamp(secs, 0) {
-        Some(t) => format!(
-            "{}{sub:06}",
-            t.with_timezone(&chrono::Local).format("%Y%m%d%H%M%S")
-        ),
-        None => format!("{micros:020}"),
+/// An answer map checked against a line: its exact ids, or (without ids) `minions` pings.
+fn check_line(ret: &Value, line: &Line, minions: usize, want: Want) -> Result<usize, String> {
+    if line.ids.is_empty() {
+        return check_pings(ret, minions);
+    }
+    match ret.as_object() {
+        Some(m) => targets::check(m, &line.ids, want),
+        None => Err(format!("not a map of returns: {}", short(ret))),
     }
 }
 
 impl Ctx {
-    /// Sends a clear command to the master (raw target) and classifies the reply.
-    async fn request(&self, load: &Map<String, Value>) -> Result<Value, String> {
-        let Target::Raw { pool, .. } = &self.target else {
-            return Err("not a raw target".into());
-        };
-        let reply = pool
-            .request(load, self.timeout, false)
-            .await
-            .map_err(|e| format!("master: {e}"))?;
-        classify(reply).map_err(|e| format!("master: {e}"))
+    fn raw_master(&self) -> Result<&RawMaster, String> {
+        match &self.target {
+            Target::Raw(raw) => Ok(raw),
+            Target::Http { .. } => Err("not a raw target".into()),
+        }
     }
 
     /// A raw command authenticated with the run's token (unless it carries credentials).
@@ -301,7 +370,7 @@ impl Ctx {
         if !load.contains_key("username") {
             load.insert("token".into(), self.token.clone().into());
         }
-        self.request(&load).await
+        self.raw_master()?.request(&load, self.timeout).await
     }
 
     /// The eauth credentials, as a `/login` body.
@@ -326,140 +395,270 @@ impl Ctx {
             .ok_or_else(|| "no bus collector".to_owned())
     }
 
-    /// Waits for one return per minion of `jid`; all must be `true`.
-    async fn pings(&self, jid: &str, minions: usize) -> Result<(), String> {
+    fn missing(&self, jid: &str) -> String {
+        match self.quiet {
+            Some(q) => format!(
+                "returns of {jid} missing after {:?} or {q:?} without any return",
+                self.timeout
+            ),
+            None => format!("returns of {jid} missing after {:?}", self.timeout),
+        }
+    }
+
+    /// Waits for one return per minion of `jid` (`minions` of them, or every id of `line`);
+    /// checks them as `want` says; the number of returns.
+    async fn bus_returns(
+        &self,
+        jid: &str,
+        minions: usize,
+        line: &Line,
+        want: Want,
+    ) -> Result<usize, String> {
+        let ids = line.ids.clone();
         let got = self
             .returns()?
-            .wait(jid, self.timeout, self.quiet, |r| r.len() >= minions)
+            .wait(jid, self.timeout, self.quiet, |r| {
+                if ids.is_empty() {
+                    r.len() >= minions
+                } else {
+                    targets::covered(r, &ids)
+                }
+            })
             .await
-            .ok_or_else(|| match self.quiet {
-                Some(q) => format!(
-                    "returns of {jid} missing after {:?} or {q:?} without any return",
-                    self.timeout
-                ),
-                None => format!("returns of {jid} missing after {:?}", self.timeout),
-            })?;
-        if got
-            .iter()
-            .all(|(_, d)| d.get("return") == Some(&Value::Bool(true)))
-        {
-            Ok(())
-        } else {
-            Err(format!("a minion did not answer true for {jid}"))
+            .ok_or_else(|| self.missing(jid))?;
+        if line.ids.is_empty() {
+            if got
+                .iter()
+                .all(|(_, d)| d.get("return") == Some(&Value::Bool(true)))
+            {
+                return Ok(got.len());
+            }
+            return Err(format!("a minion did not answer true for {jid}"));
         }
+        targets::check(&targets::as_answer(&got), &line.ids, want)
     }
 
-    /// A raw `publish` of `test.ping` to `*`; the jid and how many minions the master expects.
-    async fn raw_publish(&self) -> Result<(String, usize), String> {
-        let Target::Raw { user, .. } = &self.target else {
-            return Err("not a raw target".into());
-        };
+    /// A raw `publish` of `fun` to the line's target, then its returns from the bus.
+    async fn raw_job(&self, line: &Line, fun: &str, want: Want) -> Result<usize, String> {
         let jid = gen_jid();
+        let matched = self
+            .raw_master()?
+            .publish(
+                &self.token,
+                &jid,
+                &line.tgt,
+                &line.tgt_type,
+                fun,
+                self.timeout,
+            )
+            .await?;
+        if matched.len() < self.args.minions.max(line.ids.len()) {
+            return Err(format!("publish matched {} minions", matched.len()));
+        }
+        self.bus_returns(&jid, matched.len(), line, want).await
+    }
+
+    /// A raw runner call; its return from the bus.
+    async fn raw_runner(&self, fun: &str, kwarg: Value) -> Result<Value, String> {
         let mut load = Map::new();
-        load.insert("cmd".into(), "publish".into());
-        load.insert("tgt".into(), "*".into());
-        load.insert("fun".into(), "test.ping".into());
-        load.insert("arg".into(), json!([]));
-        load.insert("tgt_type".into(), "glob".into());
-        load.insert("ret".into(), "".into());
-        load.insert("jid".into(), jid.clone().into());
-        load.insert("user".into(), user.clone().into());
-        load.insert("kwargs".into(), json!({"token": self.token}));
-        let reply = self.request(&load).await?;
-        let minions = reply
-            .get("load")
-            .and_then(|l| l.get("minions"))
+        load.insert("cmd".into(), "runner".into());
+        load.insert("fun".into(), fun.into());
+        load.insert("kwarg".into(), kwarg);
+        let reply = self.raw(load).await?;
+        let jid = reply.get("jid").and_then(Value::as_str).unwrap_or("");
+        if jid.is_empty() {
+            return Err(format!("runner: {}", short(&reply)));
+        }
+        let got = self
+            .returns()?
+            .wait(jid, self.timeout, None, |r| !r.is_empty())
+            .await
+            .ok_or_else(|| format!("runner {jid} did not return"))?;
+        Ok(got
+            .into_iter()
+            .next()
+            .and_then(|(_, mut d)| d.get_mut("return").map(Value::take))
+            .unwrap_or(Value::Null))
+    }
+
+    /// The `local` chunk of a line.
+    fn chunk(line: &Line, client: &str) -> Map<String, Value> {
+        let mut c = Map::new();
+        c.insert("client".into(), client.into());
+        c.insert("tgt".into(), line.tgt.clone().into());
+        if line.tgt_type != "glob" {
+            c.insert("tgt_type".into(), line.tgt_type.clone().into());
+        }
+        c.insert("fun".into(), "test.ping".into());
+        c
+    }
+
+    /// `local_async` over HTTP: the jid and its minion count, after checking the answer names
+    /// a job for enough minions and a jid never seen before in this run.
+    async fn http_async(
+        &self,
+        conn: &mut Conn,
+        addr: &str,
+        line: &Line,
+    ) -> Result<(String, usize), String> {
+        let body = Value::Array(vec![Value::Object(Self::chunk(line, "local_async"))]);
+        let v = first_return(conn.post(addr, "/", Some(&self.token), &body).await?)?;
+        let jid = v.get("jid").and_then(Value::as_str).unwrap_or("");
+        let minions = v
+            .get("minions")
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
-        if minions < self.args.minions {
-            return Err(format!(
-                "publish matched {minions} minions: {}",
-                short(&reply)
-            ));
+        if jid.is_empty() || minions < self.args.minions.max(line.ids.len()) {
+            return Err(format!("local_async: {}", short(&v)));
         }
-        Ok((jid, minions))
+        let fresh = self
+            .jids
+            .lock()
+            .map(|mut seen| seen.insert(jid.to_owned()))
+            .unwrap_or(true);
+        if !fresh {
+            return Err(format!("local_async: jid {jid} answered for two jobs"));
+        }
+        Ok((jid.to_owned(), minions))
     }
 
-    /// One request of the scenario, checked.
-    async fn once(&self, conn: &mut Conn) -> Result<(), String> {
+    /// `local_async`, then `GET /jobs/<jid>` until it holds every return of the line (the
+    /// request's time-out ends it otherwise).
+    async fn http_lookup(&self, conn: &mut Conn, addr: &str, line: &Line) -> Result<usize, String> {
+        let (jid, _) = self.http_async(conn, addr, line).await?;
+        let path = format!("/jobs/{jid}");
+        loop {
+            tokio::time::sleep(Duration::from_millis(self.args.poll_ms)).await;
+            let v = first_return(conn.get(addr, &path, &self.token).await?)?;
+            // rest_tornado answers the runner's `jobs.list_job` itself: the returns are under
+            // `Result`, each as `{"return": ...}`.
+            let v = match v.get("Result").and_then(Value::as_object) {
+                Some(r) => Value::Object(
+                    r.iter()
+                        .map(|(id, x)| (id.clone(), x.get("return").cloned().unwrap_or_default()))
+                        .collect(),
+                ),
+                None => v,
+            };
+            if let Ok(n) = check_line(&v, line, self.args.minions, Want::True) {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// `local_batch`: every return of every batch, merged, holds the line's ids.
+    async fn http_batch(&self, conn: &mut Conn, addr: &str, line: &Line) -> Result<usize, String> {
+        let mut chunk = Self::chunk(line, "local_batch");
+        chunk.insert("batch".into(), self.args.batch.clone().into());
+        let body = Value::Array(vec![Value::Object(chunk)]);
+        let v = conn.post(addr, "/", Some(&self.token), &body).await?;
+        let parts = v
+            .get("return")
+            .and_then(Value::as_array)
+            .ok_or_else(|| format!("no return list: {}", short(&v)))?;
+        let mut merged = Map::new();
+        for part in parts {
+            if let Some(m) = part.as_object() {
+                merged.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        check_line(&Value::Object(merged), line, self.args.minions, Want::True)
+    }
+
+    /// One request of the scenario, checked; the number of entries in the answer.
+    async fn once(&self, conn: &mut Conn, line: &Line) -> Result<usize, String> {
         let n = self.args.minions;
         let token = self.token.as_str();
         match (&self.target, self.args.scenario) {
             (Target::Http { addr }, Scenario::Login) => {
                 let v = conn.post(addr, "/login", None, &self.credentials()).await?;
-                check_token(&first_return(v)?).map(drop)
+                check_token(&first_return(v)?).map(|_| 1)
             }
             (Target::Http { addr }, Scenario::Runner) => {
                 let body = json!([{"client": "runner", "fun": "test.arg", "arg": ["bench"]}]);
                 let v = conn.post(addr, "/", Some(token), &body).await?;
-                check_runner(&first_return(v)?)
+                check_runner(&first_return(v)?).map(|()| 1)
             }
             (Target::Http { addr }, Scenario::Wheel) => {
                 let body = json!([{"client": "wheel", "fun": "key.list_all"}]);
                 let v = conn.post(addr, "/", Some(token), &body).await?;
-                check_wheel(&first_return(v)?, n)
+                check_wheel(&first_return(v)?, n).map(|()| n)
             }
             (Target::Http { addr }, Scenario::Local) => {
-                let body = json!([{"client": "local", "tgt": "*", "fun": "test.ping"}]);
+                let body = Value::Array(vec![Value::Object(Self::chunk(line, "local"))]);
                 let v = conn.post(addr, "/", Some(token), &body).await?;
-                check_pings(&first_return(v)?, n)
+                check_line(&first_return(v)?, line, n, Want::True)
             }
             (Target::Http { addr }, Scenario::Async) => {
-                let body = json!([{"client": "local_async", "tgt": "*", "fun": "test.ping"}]);
-                let v = first_return(conn.post(addr, "/", Some(token), &body).await?)?;
-                let jid = v.get("jid").and_then(Value::as_str).unwrap_or("");
-                let minions = v
-                    .get("minions")
-                    .and_then(Value::as_array)
-                    .map_or(0, Vec::len);
-                if jid.is_empty() || minions < n {
-                    return Err(format!("local_async: {}", short(&v)));
-                }
-                let fresh = self
-                    .jids
-                    .lock()
-                    .map(|mut seen| seen.insert(jid.to_owned()))
-                    .unwrap_or(true);
-                if !fresh {
-                    return Err(format!("local_async: jid {jid} answered for two jobs"));
-                }
-                self.pings(jid, minions).await
+                let (jid, minions) = self.http_async(conn, addr, line).await?;
+                self.bus_returns(&jid, minions, line, Want::True).await
             }
-            (Target::Raw { .. }, Scenario::Login) => {
-                check_token(&self.raw(self.mk_token_load()).await?).map(drop)
+            (Target::Http { addr }, Scenario::Lookup) => self.http_lookup(conn, addr, line).await,
+            (Target::Http { addr }, Scenario::Batch) => self.http_batch(conn, addr, line).await,
+            (Target::Http { addr }, Scenario::Minions) => {
+                let v = first_return(conn.get(addr, "/minions", token).await?)?;
+                check_line(&v, line, n, Want::Grains)
             }
-            (Target::Raw { .. }, Scenario::Runner) => {
-                let mut load = Map::new();
-                load.insert("cmd".into(), "runner".into());
-                load.insert("fun".into(), "test.arg".into());
-                load.insert("kwarg".into(), json!({"arg": ["bench"], "kwarg": {}}));
-                let reply = self.raw(load).await?;
-                let jid = reply.get("jid").and_then(Value::as_str).unwrap_or("");
-                if jid.is_empty() {
-                    return Err(format!("runner: {}", short(&reply)));
-                }
-                let got = self
-                    .returns()?
-                    .wait(jid, self.timeout, None, |r| !r.is_empty())
-                    .await
-                    .ok_or_else(|| format!("runner {jid} did not return"))?;
-                let ret = got
-                    .first()
-                    .and_then(|(_, d)| d.get("return"))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                check_runner(&ret)
+            (Target::Http { addr }, Scenario::Keys) => {
+                let v = conn.get(addr, "/keys", token).await?;
+                let listing = v.get("return").cloned().unwrap_or_default();
+                check_keys(&listing, &line.ids)
             }
-            (Target::Raw { .. }, Scenario::Wheel) => {
+            (Target::Http { addr }, Scenario::Jobs) => {
+                let v = first_return(conn.get(addr, "/jobs", token).await?)?;
+                check_line(&v, line, n, Want::Present)
+            }
+            (Target::Raw(_), Scenario::Login) => {
+                check_token(&self.raw(self.mk_token_load()).await?).map(|_| 1)
+            }
+            (Target::Raw(_), Scenario::Runner) => {
+                let ret = self
+                    .raw_runner("test.arg", json!({"arg": ["bench"], "kwarg": {}}))
+                    .await?;
+                check_runner(&ret).map(|()| 1)
+            }
+            (Target::Raw(_), Scenario::Wheel) => {
                 let mut load = Map::new();
                 load.insert("cmd".into(), "wheel".into());
                 load.insert("fun".into(), "key.list_all".into());
-                check_wheel(&self.raw(load).await?, n)
+                check_wheel(&self.raw(load).await?, n).map(|()| n)
             }
-            (Target::Raw { .. }, Scenario::Local | Scenario::Async) => {
-                let (jid, minions) = self.raw_publish().await?;
-                self.pings(&jid, minions).await
+            (Target::Raw(_), Scenario::Keys) => {
+                let mut load = Map::new();
+                load.insert("cmd".into(), "wheel".into());
+                load.insert("fun".into(), "key.list_all".into());
+                let v = self.raw(load).await?;
+                let listing = v
+                    .get("data")
+                    .and_then(|d| d.get("return"))
+                    .cloned()
+                    .unwrap_or_default();
+                check_keys(&listing, &line.ids)
             }
+            (Target::Raw(_), Scenario::Local | Scenario::Async | Scenario::Lookup) => {
+                self.raw_job(line, "test.ping", Want::True).await
+            }
+            (Target::Raw(_), Scenario::Minions) => {
+                self.raw_job(line, "grains.items", Want::Grains).await
+            }
+            (Target::Raw(_), Scenario::Jobs) => {
+                let v = self.raw_runner("jobs.list_jobs", json!({})).await?;
+                check_line(&v, line, n, Want::Present)
+            }
+            (Target::Raw(_), Scenario::Batch) => {
+                Err("the raw target has no batch client (local_batch is the API's)".into())
+            }
+        }
+    }
+
+    /// `once` within the run's limit for one request (a lookup's polls and a batch's
+    /// batches included).
+    async fn once_limited(&self, conn: &mut Conn, line: &Line) -> Result<usize, String> {
+        match tokio::time::timeout(self.timeout + Duration::from_secs(1), self.once(conn, line))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(format!("no complete answer within {:?}", self.timeout)),
         }
     }
 
@@ -471,7 +670,7 @@ impl Ctx {
                     .await?;
                 check_token(&first_return(v)?)
             }
-            Target::Raw { .. } => check_token(&self.raw(self.mk_token_load()).await?),
+            Target::Raw(_) => check_token(&self.raw(self.mk_token_load()).await?),
         }
     }
 }
@@ -484,35 +683,52 @@ struct Tally {
     /// Of `errors`, those the master caused (see [`MASTER_FAULT`]).
     master_errors: usize,
     first_error: Option<String>,
+    /// How long the request of `first_error` took, ms.
+    first_error_ms: Option<f64>,
     latencies_ms: Vec<f64>,
+    /// Entries of each checked answer.
+    entries: Vec<usize>,
+    /// Body bytes of each checked answer (HTTP).
+    bytes: Vec<usize>,
 }
 
 impl Tally {
+    #[cfg(test)]
     fn record(&mut self, started: Instant, result: Result<(), String>) {
+        self.record_sized(started, result.map(|()| (0, 0)));
+    }
+
+    /// A request's result with (entries, bytes) of its answer.
+    fn record_sized(&mut self, started: Instant, result: Result<(usize, usize), String>) {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
-            Ok(()) => {
+            Ok((entries, bytes)) => {
                 self.ok += 1;
-                self.latencies_ms
-                    .push(started.elapsed().as_secs_f64() * 1000.0);
+                self.latencies_ms.push(ms);
+                self.entries.push(entries);
+                if bytes > 0 {
+                    self.bytes.push(bytes);
+                }
             }
             Err(e) => {
                 self.errors += 1;
                 if e.starts_with(MASTER_FAULT) {
                     self.master_errors += 1;
                 }
-                self.note(e);
+                self.note(e, Some(ms));
             }
         }
     }
 
     /// Keeps the first error, preferring one the master did not cause.
-    fn note(&mut self, e: String) {
+    fn note(&mut self, e: String, ms: Option<f64>) {
         let replace = match &self.first_error {
             None => true,
             Some(kept) => kept.starts_with(MASTER_FAULT) && !e.starts_with(MASTER_FAULT),
         };
         if replace {
             self.first_error = Some(e);
+            self.first_error_ms = ms;
         }
     }
 
@@ -521,9 +737,11 @@ impl Tally {
         self.errors += other.errors;
         self.master_errors += other.master_errors;
         if let Some(e) = other.first_error {
-            self.note(e);
+            self.note(e, other.first_error_ms);
         }
         self.latencies_ms.extend(other.latencies_ms);
+        self.entries.extend(other.entries);
+        self.bytes.extend(other.bytes);
     }
 }
 
@@ -531,21 +749,29 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
     let cfg = MasterConfig::load(&args.master_config).map_err(|e| e.to_string())?;
     let opts = MasterOptions::from_config(&cfg).map_err(|e| e.to_string())?;
     let timeout = Duration::from_secs(args.timeout);
+    let lines = match &args.targets_file {
+        Some(path) => targets::read(path)?,
+        None => vec![Line {
+            tgt: "*".into(),
+            tgt_type: "glob".into(),
+            ids: Arc::default(),
+        }],
+    };
     let target = match &args.url {
         Some(url) => Target::Http {
             addr: host_port(url),
         },
-        None => {
-            // One connection per worker: the raw ceiling is the master with nothing in front.
-            let size = args.concurrency.max(1);
-            Target::Raw {
-                pool: MasterPool::new(opts.pool(size, size * 4, Duration::from_secs(10))),
-                user: std::env::var("USER").unwrap_or_else(|_| "root".into()),
-            }
-        }
+        // One connection per worker: the raw ceiling is the master with nothing in front.
+        None => Target::Raw(RawMaster::new(&opts, args.concurrency)),
     };
-    let needs_bus = matches!(args.scenario, Scenario::Async)
-        || (args.url.is_none() && matches!(args.scenario, Scenario::Runner | Scenario::Local));
+    let raw = args.url.is_none();
+    let needs_bus = match args.scenario {
+        Scenario::Async => true,
+        Scenario::Runner | Scenario::Jobs | Scenario::Minions | Scenario::Lookup => raw,
+        // With a targets file the run counts the find_job probes the target caused.
+        Scenario::Local | Scenario::Batch => raw || args.targets_file.is_some(),
+        Scenario::Login | Scenario::Wheel | Scenario::Keys => false,
+    };
     let returns = if needs_bus {
         Some(Returns::start(&opts.bus_pub()).await?)
     } else {
@@ -560,6 +786,7 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
         timeout,
         quiet,
         jids: Default::default(),
+        lines,
     };
     ctx.token = ctx.login().await.map_err(|e| format!("login: {e}"))?;
     let ctx = Arc::new(ctx);
@@ -569,7 +796,7 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
     if ctx.args.scenario == Scenario::Async {
         let gate = Arc::new(tokio::sync::Semaphore::new(ctx.args.concurrency.max(1)));
         let mut jobs = Vec::with_capacity(ctx.args.jobs);
-        for _ in 0..ctx.args.jobs {
+        for j in 0..ctx.args.jobs {
             let ctx = ctx.clone();
             let gate = gate.clone();
             jobs.push(tokio::spawn(async move {
@@ -577,8 +804,11 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
                 let Ok(_permit) = gate.acquire().await else {
                     return t;
                 };
+                let line = &ctx.lines[j % ctx.lines.len()];
                 let at = Instant::now();
-                t.record(at, ctx.once(&mut Conn::new()).await);
+                let mut conn = Conn::new();
+                let r = ctx.once_limited(&mut conn, line).await;
+                t.record_sized(at, r.map(|n| (n, conn.bytes)));
                 t
             }));
         }
@@ -588,19 +818,31 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
     } else {
         let until = Instant::now() + Duration::from_secs_f64(ctx.args.seconds);
         let mut workers = Vec::with_capacity(ctx.args.concurrency);
-        for _ in 0..ctx.args.concurrency.max(1) {
+        for w in 0..ctx.args.concurrency.max(1) {
             let ctx = ctx.clone();
             workers.push(tokio::spawn(async move {
                 let mut t = Tally::default();
                 let mut conn = Conn::new();
-                while Instant::now() < until {
+                let line = &ctx.lines[w % ctx.lines.len()];
+                let mut sent = 0usize;
+                loop {
+                    let more = if ctx.args.requests > 0 {
+                        sent < ctx.args.requests
+                    } else {
+                        Instant::now() < until
+                    };
+                    if !more {
+                        break;
+                    }
+                    sent += 1;
                     let at = Instant::now();
-                    let r = ctx.once(&mut conn).await;
+                    let r = ctx.once_limited(&mut conn, line).await;
+                    let bytes = conn.bytes;
                     if r.is_err() {
                         // A broken connection is not reused.
                         conn = Conn::new();
                     }
-                    t.record(at, r);
+                    t.record_sized(at, r.map(|n| (n, bytes)));
                 }
                 t
             }));
@@ -613,6 +855,13 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
     tally
         .latencies_ms
         .sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let probes = ctx
+        .returns
+        .as_ref()
+        .map(|r| r.find_jobs())
+        .unwrap_or_default();
+    let bytes_mean = (!tally.bytes.is_empty())
+        .then(|| tally.bytes.iter().sum::<usize>() as f64 / tally.bytes.len() as f64);
     let result = json!({
         "target": ctx.args.name,
         "scenario": ctx.args.scenario.name(),
@@ -625,6 +874,13 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
         "p50_ms": percentile(&tally.latencies_ms, 50.0),
         "p99_ms": percentile(&tally.latencies_ms, 99.0),
         "first_error": tally.first_error,
+        "first_error_ms": tally.first_error_ms,
+        "entries_min": tally.entries.iter().min(),
+        "entries_max": tally.entries.iter().max(),
+        "bytes_mean": bytes_mean,
+        "find_job_publishes": ctx.returns.as_ref().map(|_| probes.publishes),
+        "find_job_jobs": ctx.returns.as_ref().map(|_| probes.jobs),
+        "find_job_minions": ctx.returns.as_ref().map(|_| probes.minions),
     });
     println!("{result}");
     Ok(())

@@ -9,8 +9,10 @@
 #![forbid(unsafe_code)]
 
 mod load;
+mod raw;
 mod returns;
 mod sse;
+mod targets;
 
 use clap::Parser;
 

@@ -19,9 +19,22 @@ use tokio::sync::Notify;
 /// Returns seen so far, by jid: (minion id or `""` for a runner, event data).
 type Seen = HashMap<String, Vec<(String, Value)>>;
 
+/// `saltutil.find_job` publishes seen on the bus (`salt/job/<jid>/new` with that `fun`).
+#[derive(Debug, Default, Clone)]
+pub struct FindJobs {
+    /// Publishes.
+    pub publishes: usize,
+    /// Distinct jobs they asked about.
+    pub jobs: usize,
+    /// Minions they targeted, summed over the publishes.
+    pub minions: usize,
+}
+
 /// The collector (see the module notes).
 pub struct Returns {
     seen: Mutex<Seen>,
+    /// find_job publishes, and the jids they probed.
+    probes: Mutex<(FindJobs, std::collections::HashSet<String>)>,
     /// When the last return of any job arrived (or the collector started).
     last: Mutex<Instant>,
     changed: Notify,
@@ -36,6 +49,7 @@ impl Returns {
             .map_err(|e| format!("bus subscription at {addr}: {e}"))?;
         let me = Arc::new(Returns {
             seen: Mutex::new(HashMap::new()),
+            probes: Mutex::default(),
             last: Mutex::new(Instant::now()),
             changed: Notify::new(),
             task: Mutex::new(None),
@@ -44,6 +58,13 @@ impl Returns {
         let task = tokio::spawn(async move {
             while let Some(Ok(ev)) = bus.next().await {
                 let Some(me) = weak.upgrade() else { break };
+                if ev.tag.starts_with("salt/job/")
+                    && ev.tag.ends_with("/new")
+                    && ev.data.get("fun").and_then(Value::as_str) == Some("saltutil.find_job")
+                {
+                    me.probe(&ev.data);
+                    continue;
+                }
                 let key = if let Some(rest) = ev.tag.strip_prefix("salt/job/") {
                     rest.split_once("/ret/")
                         .map(|(jid, minion)| (jid.to_owned(), minion.to_owned()))
@@ -109,6 +130,31 @@ impl Returns {
 }
 
 impl Returns {
+    /// Counts one find_job publish.
+    fn probe(&self, data: &Value) {
+        let probed = data
+            .get("arg")
+            .and_then(|a| a.get(0))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let minions = data
+            .get("minions")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if let Ok(mut p) = self.probes.lock() {
+            p.0.publishes += 1;
+            p.0.minions += minions;
+            p.1.insert(probed);
+            p.0.jobs = p.1.len();
+        }
+    }
+
+    /// The find_job publishes seen so far.
+    pub fn find_jobs(&self) -> FindJobs {
+        self.probes.lock().map(|p| p.0.clone()).unwrap_or_default()
+    }
+
     /// Whether no return arrived for `quiet`.
     fn quiet_for(&self, quiet: Option<Duration>) -> bool {
         match (quiet, self.last.lock()) {

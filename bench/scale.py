@@ -1,0 +1,630 @@
+"""Scale benchmark: Brine, rest_cherrypy, rest_tornado and the raw master in front of one Salt
+master with 1 000 to 10 000 simulated minions (salt-swarm), interleaved as bench/bench.py does.
+
+Started by bench/scale (which builds the binaries first). Per size N: a private stack
+(scripts/saltstack.py: salt-master and one salt-api process serving rest_cherrypy and
+rest_tornado, no real minion), Brine in front of it, `salt-swarm --count N --accept` (ids
+`swarm-<n>`), and for the silent scenario a second swarm of N/10 minions that never answer
+(`quiet-<n>`, `--silent 100`, addresses after the first swarm's). Every answer is checked by
+the driver (brine-bench): a request counts only when it holds every expected minion (or job).
+
+Scenarios (each round runs every target in turn; n/a where a target has no such client):
+  ping      sync `local test.ping` to `swarm-*`: time to the complete answer, entries in it
+            (raw: publish through salt-wire, until the last return is on the master's bus)
+  ping20    20 concurrent sync `local` calls, each to a list of min(1 000, N) minions
+            (different slices where N allows)
+  lookup    `local_async` to `swarm-*`, then `GET /jobs/<jid>` every 0.5 s until it holds every
+            return (raw: the bus)
+  batch     `local_batch` with `batch: 10%` over a list of min(1 000, N) minions (raw: n/a)
+  silent    sync `local` to `*` while the quiet swarm is up: time to the answer and the
+            `saltutil.find_job` publishes on the master's bus (raw: publish, until the last
+            answering minion's return; it sends no probe)
+  sse       --sse-clients streams on `/events` while a `test.ping` job to `swarm-*` (published
+            by the driver straight to the master) returns: delivered share and p50/p99 delay of
+            each `salt/job/<jid>/ret/<id>` against the driver's own bus subscription
+  minions   `GET /minions` (`grains.items` on all; raw: that publish)
+  keys      `GET /keys` with every swarm key accepted (raw: `wheel key.list_all`)
+  jobs-K    `GET /jobs` with K jobs seeded into the master's job cache in its own
+            `local_cache` format (raw: `runner jobs.list_jobs`)
+For each run: the server's CPU seconds and peak RSS (the process that owns the target's port),
+and the master's own CPU seconds (every salt-master process, children reaped included).
+
+--smoke: every scenario once at 50 minions with the debug binaries, written to
+target/scale-smoke.md; fails when a Brine or raw request failed or Brine's SSE missed a return.
+"""
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import os
+import re
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# bench/bench.py: the stack, process sampling, formatting.
+from bench import (LABEL, REPO, TARGETS, Stack, Watch, fmt, ints, login, machine, median,  # noqa: E402
+                   ratio, settle, sse_command, update_readme)
+
+README_BEGIN = "<!-- scale:begin -->"
+README_END = "<!-- scale:end -->"
+HTTP = TARGETS[1:]
+SCENARIOS = ["ping", "ping20", "lookup", "batch", "silent", "sse", "minions", "keys", "jobs"]
+# Targets that have no such client at all: recorded as n/a, not run.
+NO_CLIENT = {
+    ("batch", "raw"): "no batch client (local_batch is a salt-api client)",
+    ("sse", "raw"): "the reference itself (the driver's bus subscription)",
+    ("batch", "rest_tornado"): "saltnado has no local_batch client",
+    ("keys", "rest_tornado"): "saltnado has no /keys",
+}
+
+
+def log(msg):
+    print(f"scale [{time.strftime('%H:%M:%S')}]: {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# The master's CPU: every process of its tree
+
+
+def _stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        head, rest = f.read().rsplit(")", 1)
+    return rest.split()
+
+
+def master_tree(root):
+    """The pids of `root` and all its descendants."""
+    children = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            ppid = int(_stat(pid)[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(pid))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def master_cpu(root):
+    """CPU seconds of the master's process tree: user + system of every live process plus what
+    each has reaped of its dead children (a runner's process, a forked job)."""
+    if not root:
+        return None
+    total = 0
+    for pid in master_tree(root):
+        try:
+            f = _stat(pid)
+            total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------
+# The swarms
+
+
+def swarm_ids(prefix, count):
+    """salt-swarm's minion ids: <prefix><n>, n zero-padded to the width of count."""
+    width = len(str(count))
+    return [f"{prefix}{n:0{width}d}" for n in range(1, count + 1)]
+
+
+class Swarm:
+    def __init__(self, stack, bin_dir, prefix, count, silent=0, offset=0):
+        self.prefix, self.count = prefix, count
+        self.ids = swarm_ids(prefix, count)
+        log_path = os.path.join(stack.root, "logs", f"{prefix}swarm.log")
+        cmd = [os.path.join(bin_dir, "salt-swarm"), "--config-dir", stack.info["config_dir"],
+               "--count", str(count), "--prefix", prefix, "--accept", "--silent", str(silent),
+               "--address-offset", str(offset), "--signin-concurrency", "16",
+               "--state-dir", os.path.join(stack.root, "swarm-state"), "--log-level", "warn"]
+        log(f"starting {count} simulated minions ({prefix}*): " + " ".join(cmd[1:]))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True)
+        # The stack's watchdog stops what is recorded here with the master.
+        with open(os.path.join(stack.root, "pids", f"{prefix}swarm.pid"), "w") as f:
+            f.write(str(self.proc.pid))
+        started = time.monotonic()
+        # The master signs in some 15 minions a second on a 2-CPU machine.
+        limit = 120 + count / 5
+        got = []
+        reader = threading.Thread(target=lambda: got.append(self.proc.stdout.readline().strip()), daemon=True)
+        reader.start()
+        reader.join(limit)
+        want = f"salt-swarm: {count} minions up"
+        if not got or got[0] != want:
+            self.stop()
+            raise SystemExit(f"salt-swarm ({prefix}, {count}) not up after {time.monotonic() - started:.0f} s "
+                             f"(said {got[:1]}); see {log_path}")
+        self.up_seconds = time.monotonic() - started
+        log(f"{count} minions ({prefix}*) up in {self.up_seconds:.0f} s")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# --------------------------------------------------------------------------
+# The master's job cache, seeded in its own format
+
+
+def _seed_init(master_config):
+    import salt.config
+    import salt.returners.local_cache as local_cache
+    local_cache.__opts__ = salt.config.master_config(master_config)
+    global _LOCAL_CACHE
+    _LOCAL_CACHE = local_cache
+
+
+def _seed_chunk(job):
+    jids, minion = job
+    lc = _LOCAL_CACHE
+    for jid in jids:
+        lc.prep_jid(passed_jid=jid)
+        lc.save_load(jid, {"jid": jid, "fun": "test.ping", "arg": [], "tgt": minion, "tgt_type": "glob",
+                           "user": "saltdev", "ret": ""}, minions=[minion])
+        lc.returner({"jid": jid, "id": minion, "fun": "test.ping", "return": True, "retcode": 0,
+                     "success": True})
+    return len(jids)
+
+
+def seed_jobs(stack, first, count, minion):
+    """Writes `count` finished test.ping jobs (one return each) into the master's job cache with
+    Salt's own local_cache returner; jids within the last hours (the master keeps 24 h), one
+    every 20 ms, numbered from `first` so that seeding more later adds to them. Returns the jids."""
+    base = datetime.datetime.now() - datetime.timedelta(hours=3)
+    jids = [(base + datetime.timedelta(milliseconds=20 * i)).strftime("%Y%m%d%H%M%S%f")
+            for i in range(first, first + count)]
+    started = time.monotonic()
+    chunks = [(jids[i:i + 500], minion) for i in range(0, len(jids), 500)]
+    with multiprocessing.get_context("fork").Pool(max(1, os.cpu_count() or 1), _seed_init,
+                                                  (stack.master_config,)) as pool:
+        done = sum(pool.imap_unordered(_seed_chunk, chunks))
+    log(f"seeded {done} jobs into the master's job cache in {time.monotonic() - started:.0f} s")
+    return jids
+
+
+# --------------------------------------------------------------------------
+# Runs
+
+
+def write_targets(stack, name, lines):
+    """A brine-bench targets file: one `<tgt>\\t<tgt_type>\\t<ids>` line per worker."""
+    path = os.path.join(stack.root, "targets", name + ".tsv")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        for tgt, tgt_type, ids in lines:
+            f.write(f"{tgt}\t{tgt_type}\t{','.join(ids)}\n")
+    return path
+
+
+def measured(stack, target, fn):
+    """Runs fn() with the target server's CPU and peak RSS and the master's CPU sampled."""
+    m0 = master_cpu(stack.master_pid)
+    with Watch(stack.pids.get(target)) as w:
+        res = fn()
+    m1 = master_cpu(stack.master_pid)
+    res["server_cpu_s"] = w.cpu
+    res["server_peak_rss_mib"] = w.peak
+    res["master_cpu_s"] = None if m0 is None or m1 is None else m1 - m0
+    return res
+
+
+def failed(target, scenario, p, why=None):
+    return {"target": target, "scenario": scenario, "ok": 0, "errors": 1, "seconds": None,
+            "first_error": why or (p.stderr.strip().splitlines() or ["driver failed"])[-1]}
+
+
+def run_load(stack, target, scenario, driver_scenario, targets_file, timeout, conc=1, extra=()):
+    cmd = [stack.driver, "load", "--name", target, "--master-config", stack.master_config,
+           "--scenario", driver_scenario, "--concurrency", str(conc), "--requests", "1",
+           "--targets-file", targets_file, "--timeout", str(int(timeout)), *extra]
+    if target != "raw":
+        cmd += ["--url", stack.urls[target]]
+
+    def go():
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * 2 + 120)
+        except subprocess.TimeoutExpired:
+            return failed(target, scenario, None, f"driver still running after {timeout * 2 + 120:.0f} s")
+        if p.returncode != 0:
+            return failed(target, scenario, p)
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    res = measured(stack, target, go)
+    res["scenario"] = scenario
+    return res
+
+
+def run_sse(stack, target, token, clients, targets_file, timeout, args):
+    cmd = sse_command(stack, target, token, clients, args) + [
+        "--job-returns", "--master-config", stack.master_config, "--targets-file", targets_file,
+        "--job-timeout", str(int(timeout))]
+
+    def go():
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True,
+                               timeout=timeout + args.sse_connect_timeout + args.sse_drain + 120)
+        except subprocess.TimeoutExpired:
+            return {"target": target, "clients": clients, "connected": 0, "delivered_pct": 0.0,
+                    "errors": 1, "first_error": "driver did not finish"}
+        if p.returncode != 0:
+            return {"target": target, "clients": clients, "connected": 0, "delivered_pct": 0.0,
+                    "errors": 1, "first_error": (p.stderr.strip().splitlines() or ["driver failed"])[-1]}
+        res = json.loads(p.stdout.strip().splitlines()[-1])
+        if res.get("job_error"):
+            res.update({"errors": 1, "first_error": "the job was not published: " + res["job_error"]})
+        return res
+
+    res = measured(stack, target, go)
+    res["scenario"] = "sse"
+    return res
+
+
+def describe(res):
+    keys = ("ok", "errors", "seconds", "entries_min", "entries_max", "find_job_publishes",
+            "delivered_pct", "p99_ms", "server_cpu_s", "server_peak_rss_mib", "master_cpu_s")
+    out = " ".join(f"{k}={fmt(res.get(k), '', 2)}" for k in keys if k in res)
+    if res.get("first_error"):
+        out += f" first_error={res['first_error'][:200]}"
+    return out
+
+
+def one_size(n, args, bin_dir):
+    """Every scenario at one size; the rows."""
+    quiet_n = max(1, n // 10)
+    slice_n = min(1000, n)
+    timeout = args.timeout + n * args.timeout_per_minion
+    settle_limit = 20 + n / 25
+    # The master's own limit on open files is raised to its hard limit by Salt itself; the
+    # master's children and salt-swarm inherit ours.
+    master_extra = "max_open_files: 100000" + (("\n" + args.master_extra) if args.master_extra else "")
+    stack = Stack(0, bin_dir, "", master_extra, references=True, prefix="brine-scale-")
+    stack.driver = os.path.join(bin_dir, "brine-bench")
+    try:
+        with open(os.path.join(stack.root, "pids", "master.pid")) as f:
+            stack.master_pid = int(f.read().strip())
+    except (OSError, ValueError):
+        stack.master_pid = None
+        log("no master pid: the master's CPU is not measured")
+    rows, swarms = [], []
+    info = {"size": n, "quiet": quiet_n, "salt_version": stack.info.get("salt_version")}
+    targets = [t for t in TARGETS if t in args.targets.split(",")]
+    wanted = args.scenarios.split(",")
+    try:
+        swarm = Swarm(stack, bin_dir, "swarm-", n)
+        swarms.append(swarm)
+        info["signin_seconds"] = swarm.up_seconds
+        ids = swarm.ids
+        tokens = {t: login(stack.urls[t]) for t in HTTP if t in targets}
+        # ping20's 20 lists: consecutive slices of the ids, wrapping around.
+        slices = [[ids[(i * slice_n + k) % n] for k in range(slice_n)] for i in range(20)]
+        files = {
+            "all": write_targets(stack, "all", [("swarm-*", "glob", ids)]),
+            "slices": write_targets(stack, "slices", [(",".join(s), "list", s) for s in slices]),
+            "batch": write_targets(stack, "batch", [(",".join(ids[:slice_n]), "list", ids[:slice_n])]),
+            "keys": write_targets(stack, "keys", [("*", "glob", ids)]),
+            "minions": write_targets(stack, "minions", [("*", "glob", ids)]),
+        }
+
+        def rounds(scenario, fn, label=None):
+            for rnd in range(args.rounds):
+                for t in targets:
+                    if (scenario, t) in NO_CLIENT:
+                        if rnd == 0:
+                            rows.append({"size": n, "scenario": label or scenario, "target": t,
+                                         "na": NO_CLIENT[(scenario, t)]})
+                        continue
+                    # A run starts on a quiet machine: the master may still be storing the
+                    # returns of the one before (20 000 of them in ping20 at N=1 000).
+                    settle(f"n={n} {label or scenario} {t}", limit=settle_limit)
+                    res = fn(t)
+                    res.update({"size": n, "round": rnd + 1, "target": t, "scenario": label or scenario})
+                    log(f"n={n} {label or scenario} round {rnd + 1} {LABEL[t]}: {describe(res)}")
+                    rows.append(res)
+
+        if "ping" in wanted:
+            rounds("ping", lambda t: run_load(stack, t, "ping", "local", files["all"], timeout))
+        if "ping20" in wanted:
+            rounds("ping20", lambda t: run_load(stack, t, "ping20", "local", files["slices"], timeout, conc=20))
+        if "lookup" in wanted:
+            rounds("lookup", lambda t: run_load(stack, t, "lookup", "lookup", files["all"], timeout))
+        if "batch" in wanted:
+            rounds("batch", lambda t: run_load(stack, t, "batch", "batch", files["batch"], timeout,
+                                               extra=("--batch", "10%")))
+        if "sse" in wanted:
+            clients = args.sse_clients or min(1000, n)
+            info["sse_clients"] = clients
+            rounds("sse", lambda t: run_sse(stack, t, tokens[t], clients, files["all"], timeout, args))
+        if "minions" in wanted:
+            rounds("minions", lambda t: run_load(stack, t, "minions", "minions", files["minions"], timeout))
+        if "keys" in wanted:
+            rounds("keys", lambda t: run_load(stack, t, "keys", "keys", files["keys"], timeout))
+        if "silent" in wanted:
+            quiet = Swarm(stack, bin_dir, "quiet-", quiet_n, silent=100, offset=n)
+            swarms.append(quiet)
+            files["silent"] = write_targets(stack, "silent", [("*", "glob", ids)])
+            # Raw: the master's own sequence has no probe; its time is that of the last
+            # answering minion's return.
+            rounds("silent", lambda t: run_load(stack, t, "silent", "local", files["silent"], timeout))
+            quiet.stop()
+            swarms.remove(quiet)
+            # The quiet keys go, so that later scenarios on `*` do not wait for them.
+            subprocess.run([os.path.join(os.path.dirname(sys.executable), "salt-key"), "-c",
+                            stack.info["config_dir"], "-d", "quiet-*", "-y"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if "jobs" in wanted:
+            seeded = []
+            for k in args.job_cache:
+                seeded += seed_jobs(stack, len(seeded), k - len(seeded), ids[0])
+                path = write_targets(stack, f"jobs-{k}", [("*", "glob", seeded)])
+                jobs_timeout = args.jobs_timeout + k * args.jobs_timeout_per_job
+                rounds("jobs", lambda t, path=path, jobs_timeout=jobs_timeout:
+                       run_load(stack, t, f"jobs-{k}", "jobs", path, jobs_timeout), label=f"jobs-{k}")
+    finally:
+        for s in swarms:
+            s.stop()
+        stack.stop()
+    return rows, info
+
+
+# --------------------------------------------------------------------------
+# Report
+
+
+def group(rows):
+    """(size, scenario, target) -> rows, in first-seen order."""
+    out = {}
+    for r in rows:
+        out.setdefault((r["size"], r["scenario"], r["target"]), []).append(r)
+    return out
+
+
+def summary(rs):
+    if rs[0].get("na"):
+        return {"na": rs[0]["na"]}
+    ok = [r for r in rs if r.get("ok") and not r.get("errors")]
+    first_error = next((r.get("first_error") for r in rs if r.get("first_error")), None)
+    err_ms = next((r.get("first_error_ms") for r in rs if r.get("first_error")), None)
+    requests = [(r.get("ok") or 0) + (r.get("errors") or 0) for r in rs]
+    per_job = [r["master_cpu_s"] / q for r, q in zip(rs, requests) if r.get("master_cpu_s") is not None and q]
+    return {
+        "runs": len(rs),
+        "complete": len(ok),
+        "seconds": median([r.get("seconds") for r in ok]),
+        "p50_ms": median([r.get("p50_ms") for r in ok]),
+        "max_ms": median([r.get("p99_ms") for r in ok]),
+        "entries": (min((r["entries_min"] for r in ok if r.get("entries_min") is not None), default=None),
+                    max((r["entries_max"] for r in ok if r.get("entries_max") is not None), default=None)),
+        "bytes": median([r.get("bytes_mean") for r in ok]),
+        "find_job": median([r.get("find_job_publishes") for r in rs]),
+        "find_job_minions": median([r.get("find_job_minions") for r in rs]),
+        "server_cpu_s": median([r.get("server_cpu_s") for r in rs]),
+        "server_peak_rss_mib": max([r["server_peak_rss_mib"] for r in rs if r.get("server_peak_rss_mib")] or [None]),
+        "master_cpu_s": median([r.get("master_cpu_s") for r in rs]),
+        "master_cpu_per_job_s": median(per_job),
+        "errors": sum(r.get("errors") or 0 for r in rs),
+        "first_error": first_error,
+        "first_error_s": err_ms / 1000 if err_ms is not None else None,
+        "delivered_pct": median([r.get("delivered_pct") for r in rs]),
+        "sse_p50_ms": median([r.get("p50_ms") for r in rs if r.get("delivered_pct")]),
+        "sse_p99_ms": median([r.get("p99_ms") for r in rs if r.get("delivered_pct")]),
+        "sse_max_ms": median([r.get("max_ms") for r in rs if r.get("delivered_pct")]),
+        "connected": min([r.get("connected") or 0 for r in rs]),
+        "events": max([r.get("events") or 0 for r in rs]),
+        "bus_events_seen": min([r.get("bus_events_seen") or 0 for r in rs]),
+        "clients": max([r.get("clients") or 0 for r in rs]),
+    }
+
+
+def short_error(v):
+    text = (v.get("first_error") or "").replace("|", "/").replace("\n", " ")
+    if len(text) > 90:
+        text = text[:90] + "…"
+    after = f" after {v['first_error_s']:.1f} s" if v.get("first_error_s") is not None else ""
+    return f"{v['errors']} failed{after}: `{text}`" if text else f"{v['errors']} failed"
+
+
+def load_table(s, sizes):
+    lines = [
+        "| N | scenario | target | time to complete answer | vs raw | entries per answer | bytes | "
+        "find_job publishes | server CPU | server peak RSS | master CPU per job | failures |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (n, sc, t), v in s.items():
+        if sc == "sse":
+            continue
+        if "na" in v:
+            lines.append(f"| {n} | {sc} | {LABEL[t]} | n/a: {v['na']} | | | | | | | | |")
+            continue
+        raw = s.get((n, sc, "raw")) or {}
+        r = ratio(v["seconds"], raw.get("seconds")) if t != "raw" else None
+        entries = v["entries"]
+        ent = "n/a" if entries[0] is None else (f"{entries[0]}" if entries[0] == entries[1] else f"{entries[0]}–{entries[1]}")
+        probes = fmt(v["find_job"], "", 0) if v["find_job"] is not None else ""
+        if v["find_job"] and v["find_job_minions"]:
+            probes += f" ({v['find_job_minions']:.0f} minions)"
+        lines.append(
+            f"| {n} | {sc} | {LABEL[t]} | {fmt(v['seconds'], ' s', 2)} ({v['complete']}/{v['runs']} complete) | "
+            f"{'' if t == 'raw' else fmt(r * 100 if r else None, ' %', 0)} | {ent} | {fmt(v['bytes'], ' B', 0)} | {probes} | "
+            f"{fmt(v['server_cpu_s'], ' s', 2)} | {fmt(v['server_peak_rss_mib'], ' MiB')} | "
+            f"{fmt(v['master_cpu_per_job_s'], ' s', 2)} | {short_error(v) if v['errors'] else '0'} |")
+    return lines
+
+
+def sse_table(s):
+    lines = ["| N | target | streams open | returns on the bus | delivered | p50 delay | p99 delay | max delay | "
+             "server CPU | server peak RSS | failures |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (n, sc, t), v in s.items():
+        if sc != "sse" or "na" in v:
+            continue
+        lines.append(f"| {n} | {LABEL[t]} | {v['connected']}/{v['clients']} | {v['bus_events_seen']}/{v['events']} | "
+                     f"{fmt(v['delivered_pct'], ' %')} | {fmt(v['sse_p50_ms'], ' ms')} | {fmt(v['sse_p99_ms'], ' ms')} | "
+                     f"{fmt(v['sse_max_ms'], ' ms')} | {fmt(v['server_cpu_s'], ' s', 2)} | "
+                     f"{fmt(v['server_peak_rss_mib'], ' MiB')} | {short_error(v) if v['errors'] else '0'} |")
+    return lines
+
+
+def goals(s, sizes):
+    out = []
+    for n in sizes:
+        b, raw = s.get((n, "ping", "brine")), s.get((n, "ping", "raw"))
+        if b and raw and "na" not in b and b["seconds"] and raw["seconds"]:
+            r = b["seconds"] / raw["seconds"]
+            out.append((f"N={n}: Brine's complete `local test.ping` within 5 % of the raw master's last return",
+                        f"{b['seconds']:.2f} s vs {raw['seconds']:.2f} s ({r * 100:.0f} %)", r <= 1.05))
+        elif b and raw:
+            out.append((f"N={n}: Brine's complete `local test.ping` within 5 % of the raw master's last return",
+                        "no complete answer from both", False))
+        if b and "na" not in b and b["server_peak_rss_mib"] is not None:
+            out.append((f"N={n}: Brine's RSS while gathering the `test.ping` (goal ≤ 64 MiB at 10 000)",
+                        fmt(b["server_peak_rss_mib"], " MiB"), b["server_peak_rss_mib"] <= 64))
+        sse = s.get((n, "sse", "brine"))
+        if sse and "na" not in sse:
+            ok = sse["delivered_pct"] is not None and sse["delivered_pct"] >= 100.0 and \
+                sse["sse_p99_ms"] is not None and sse["sse_p99_ms"] <= 50
+            out.append((f"N={n}: SSE 100 % of the returns delivered, p99 ≤ bus + 50 ms",
+                        f"{fmt(sse['delivered_pct'], ' %')}, p99 {fmt(sse['sse_p99_ms'], ' ms')}", ok))
+        cp = s.get((n, "ping", "rest_cherrypy"))
+        if b and cp and "na" not in b and b.get("master_cpu_per_job_s") and cp.get("master_cpu_per_job_s"):
+            r = b["master_cpu_per_job_s"] / cp["master_cpu_per_job_s"]
+            out.append((f"N={n}: master CPU per `local` job through Brine ≤ 80 % of through rest_cherrypy",
+                        f"{b['master_cpu_per_job_s']:.2f} s vs {cp['master_cpu_per_job_s']:.2f} s ({r * 100:.0f} %)",
+                        r <= 0.8))
+    return out
+
+
+def report(args, rows, infos, bin_kind, elapsed):
+    date = datetime.date.today().isoformat()
+    s = {k: summary(v) for k, v in group(rows).items()}
+    sizes = [i["size"] for i in infos]
+    lines = [
+        f"# Brine at scale, {date}",
+        "",
+        f"Command: `{args.cmdline}`",
+        f"Machine: {machine()}; the driver, the master, the simulated minions (salt-swarm) and every "
+        "server share it.",
+        f"Salt {infos[0].get('salt_version', '?') if infos else '?'}: a private master (scripts/saltstack.py "
+        "defaults: `worker_threads: 5`; plus `max_open_files: 100000`"
+        + (f" and `{args.master_extra}`" if args.master_extra else "") + "), no real minion; "
+        f"Brine {bin_kind} build with default settings. Per size N: `salt-swarm --count N --accept` "
+        "(`swarm-*`), and for `silent` a second swarm of N/10 that never answers (`quiet-*`, "
+        "`--silent 100`), stopped and its keys deleted afterwards. "
+        f"{args.rounds} interleaved round(s) per scenario; times are medians over the complete "
+        "answers (a run missing one return is a failure, counted in the last column).",
+        "",
+        "Sign-in: " + ", ".join(f"N={i['size']}: {fmt(i.get('signin_seconds'), ' s', 0)}" for i in infos) + ".",
+        "",
+        "## Requests",
+        "",
+        "Time: one request (`ping20`: all 20 together) from sending it to its complete, checked answer; "
+        "for the raw master, from the publish to the last return on the master's bus. Entries: how many "
+        "minions (or jobs) the answer held. find_job publishes: `salt/job/<jid>/new` events of "
+        "`saltutil.find_job` on the master's bus during the run (minions they targeted, summed). Server "
+        "CPU and peak RSS: the process that owns the target's port. Master CPU per job: CPU seconds of "
+        "every salt-master process over the run, divided by the requests of the run. The raw master "
+        "sends no `saltutil.find_job` probe: in `silent` its time is that of the last answering "
+        "minion's return, which a salt-api answering as Salt's LocalClient does cannot reach (it "
+        "waits for its probe round).",
+        "",
+    ]
+    lines += load_table(s, sizes)
+    lines += ["", "## SSE during a job's returns", "",
+              "Streams on `/events` while a `test.ping` job to `swarm-*` returns (the driver publishes it "
+              "straight to the master); delay of each `salt/job/<jid>/ret/<id>` event on each stream after "
+              "the driver's own subscription to the master's bus got it.", ""]
+    lines += sse_table(s)
+    lines += ["", "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
+    for g in goals(s, sizes):
+        lines.append(f"| {g[0]} | {g[1]} | {'yes' if g[2] else '**no**'} |")
+    lines += ["", f"The run took {elapsed / 60:.1f} min."]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="every scenario at 50 minions, debug binaries")
+    ap.add_argument("--sizes", type=ints, default=[1000, 5000], help="swarm sizes, one stack each")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per scenario")
+    ap.add_argument("--targets", default=",".join(TARGETS), help="which targets (comma-separated)")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="which scenarios (comma-separated)")
+    ap.add_argument("--sse-clients", type=int, default=0, help="SSE streams (default min(1 000, N))")
+    ap.add_argument("--sse-connect-timeout", type=int, default=60, help="seconds for all streams to open")
+    ap.add_argument("--sse-drain", type=int, default=10, help="seconds for late events after the last return")
+    ap.add_argument("--job-cache", type=ints, default=[10000, 100000], help="job cache sizes for `jobs`")
+    ap.add_argument("--timeout", type=float, default=120, help="limit for one request, seconds, plus ...")
+    ap.add_argument("--timeout-per-minion", type=float, default=0.03, help="... this per minion of the size")
+    ap.add_argument("--jobs-timeout", type=float, default=120, help="limit for `GET /jobs`, seconds, plus ...")
+    ap.add_argument("--jobs-timeout-per-job", type=float, default=0.004, help="... this per cached job")
+    ap.add_argument("--master-extra", default="", help="YAML master options added to the stack's (stated in the result)")
+    ap.add_argument("--bin-dir", default=None, help="where brine, brine-bench, salt-swarm are (default target/release)")
+    ap.add_argument("--out", default=None, help="result file (default bench/results/<date>-scale.md)")
+    args = ap.parse_args()
+    args.cmdline = ("bench/scale " + " ".join(sys.argv[1:])).strip()
+    if args.smoke:
+        args.sizes, args.rounds, args.job_cache, args.sse_drain = [50], 1, [200, 1000], 3
+    bin_kind = "debug" if args.smoke else "release"
+    bin_dir = args.bin_dir or os.path.join(REPO, "target", bin_kind)
+    # Thousands of connections: the swarm's, the servers' and the driver's.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # The master's publisher and the swarm each hold one connection per minion.
+    need = max(args.sizes) + 2000
+    if hard != resource.RLIM_INFINITY and hard < need:
+        log(f"the open files limit is {hard}; {max(args.sizes)} minions want about {need} per process")
+
+    rows, infos = [], []
+    started = time.time()
+    for n in args.sizes:
+        log(f"size {n}")
+        r, info = one_size(n, args, bin_dir)
+        rows += r
+        infos.append(info)
+    elapsed = time.time() - started
+    text = report(args, rows, infos, bin_kind, elapsed)
+    date = datetime.date.today().isoformat()
+    out = args.out or (os.path.join(REPO, "target", "scale-smoke.md") if args.smoke
+                       else os.path.join(REPO, "bench", "results", f"{date}-scale.md"))
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(text)
+    with open(os.path.splitext(out)[0] + ".json", "w") as f:
+        json.dump({"rows": rows, "sizes": infos}, f, indent=1)
+    print(text)
+    log(f"written to {out}")
+
+    if args.smoke:
+        bad = [r for r in rows if r["target"] in ("brine", "raw") and not r.get("na")
+               and (r.get("errors") or not (r.get("ok") or r.get("delivered_pct")))]
+        bad += [r for r in rows if r["target"] == "brine" and r["scenario"] == "sse"
+                and (r.get("delivered_pct") or 0) < 100.0]
+        if bad:
+            for r in bad:
+                log("FAILED: " + json.dumps(r)[:600])
+            sys.exit(1)
+        log("smoke: every Brine and raw request was answered completely")
+    elif not args.out:
+        body = re.sub(r"^## ", "### ", text.split("\n", 1)[1], flags=re.M)
+        update_readme(f"Result file: `bench/results/{date}-scale.md`.\n" + body, README_BEGIN, README_END)
+
+
+if __name__ == "__main__":
+    main()
