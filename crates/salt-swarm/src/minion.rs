@@ -386,6 +386,9 @@ impl Minion {
                 ret
             }
         };
+        // Off the running list before the return goes out: Salt's `_prepare_return_pub`
+        // removes the job's proc file first, so a `find_job` that comes while the master is
+        // still taking returns finds a real minion not running the job either.
         if let Ok(mut r) = self.running.lock() {
             r.retain(|e| get(e, "jid") != Some(&jid));
         }
