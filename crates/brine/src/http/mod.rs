@@ -1,14 +1,9 @@
-//! The HTTP side: one request pipeline in rest_cherrypy's order, on top of the domain (it
-//! uses `lowstate`, the clients, `auth` and the event feed; nothing below imports it).
-//!
-//! Pipeline (rest_cherrypy's, with Brine's decisions): CORS headers on every response; `OPTIONS`
-//! stops after them with an empty 200 (D2); the path is resolved into a [`routes::Endpoint`];
-//! a method the resource lacks is 405 with `Allow`; session endpoints run the auth gate
-//! **before** reading the body (401 beats 400); then the handler parses the body and checks
-//! the `Accept` header **before** anything executes (D3). Handlers return an
-//! [`answer::Answer`]: the response or refusal and what the pipeline adds to it. Every request
-//! is logged once (method, path without query, status, duration), never with a token, a
-//! password or a query string.
+//! The HTTP side: one request pipeline in rest_cherrypy's order, on top of the domain (which
+//! never imports it). CORS on every response; `OPTIONS` answered at once (D2); the path
+//! resolved into a [`routes::Endpoint`]; 405/404 behind the session gate where the reference
+//! gates first; the handler, which reads the body after its gate and checks `Accept` before
+//! anything executes (D3), returns an [`answer::Answer`]. Every request is logged once, never
+//! with a token, a password or a query string.
 
 pub mod access_log;
 mod answer;
@@ -41,8 +36,7 @@ pub use request::Req;
 pub use server::serve;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{atomic::Ordering, Arc};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -53,7 +47,6 @@ use crate::app::SharedApp;
 use answer::Answer;
 use error::{ApiError, Render};
 use negotiate::Format;
-use routes::Endpoint;
 
 /// What the HTTP layer serves: the application, and the HTTP access log.
 pub struct Edge {
@@ -77,6 +70,7 @@ struct Routed {
 }
 
 impl Routed {
+    /// An answer given before (or without) a route.
     fn unrouted(answer: Answer) -> Routed {
         Routed {
             answer,
@@ -217,42 +211,12 @@ async fn route(app: &SharedApp, req: &mut Req, path: &str) -> Routed {
         .session_enabled(&req.method)
         .then(|| session::session_cookie(&session::random_id()));
     let token_in_path = endpoint.token_in_path();
-    let answer = admit(app, req, endpoint, extra, path).await;
+    let answer = routes::admit(app, req, endpoint, extra, path).await;
     Routed {
         answer,
         allow,
         name,
         cookie,
         token_in_path,
-    }
-}
-
-/// The refusals before a handler (a method or a URI the resource does not take, each behind
-/// the session gate where rest_cherrypy's auth tool comes first), else the handler's answer.
-async fn admit(
-    app: &SharedApp,
-    req: &mut Req,
-    endpoint: Endpoint,
-    extra: bool,
-    path: &str,
-) -> Answer {
-    // (`GET /logout` is 405 whatever the session, where the reference answers 500: D2.)
-    let refusal = if !endpoint.supports(&req.method) {
-        Some((
-            endpoint.class_auth(&app.settings.rest),
-            ApiError::MethodNotAllowed,
-        ))
-    } else if !endpoint.matches(&req.method, extra, req.query.as_deref()) {
-        Some((
-            endpoint.gated_when_unmatched(&req.method),
-            ApiError::NotFound("Nothing matches the given URI".into()),
-        ))
-    } else {
-        None
-    };
-    match refusal {
-        None => routes::dispatch(app, req, endpoint, path).await,
-        Some((false, e)) => e.into(),
-        Some((true, e)) => session::gated(app, req, |_, _| async { Err(e) }).await,
     }
 }

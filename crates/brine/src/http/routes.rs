@@ -10,7 +10,9 @@ use axum::http::Method;
 
 use super::answer::Answer;
 use super::error::ApiError;
-use super::{events, files, hook, index, jobs, keys, login, minions, openapi, stats, ws, Req};
+use super::{
+    events, files, hook, index, jobs, keys, login, minions, openapi, session, stats, ws, Req,
+};
 use crate::app::SharedApp;
 use crate::settings::RestSettings;
 pub use crate::settings::RouteConfig;
@@ -326,6 +328,36 @@ fn resolve(path: &str, cfg: &RouteConfig) -> Result<Route, ApiError> {
         endpoint,
         extra: extra.len() > allowed,
     })
+}
+
+/// The refusals before a handler (a method or a URI the resource does not take, each behind
+/// the session gate where rest_cherrypy's auth tool comes first), else the handler's answer.
+pub async fn admit(
+    app: &SharedApp,
+    req: &mut Req,
+    endpoint: Endpoint,
+    extra: bool,
+    path: &str,
+) -> Answer {
+    // (`GET /logout` is 405 whatever the session, where the reference answers 500: D2.)
+    let refusal = if !endpoint.supports(&req.method) {
+        Some((
+            endpoint.class_auth(&app.settings.rest),
+            ApiError::MethodNotAllowed,
+        ))
+    } else if !endpoint.matches(&req.method, extra, req.query.as_deref()) {
+        Some((
+            endpoint.gated_when_unmatched(&req.method),
+            ApiError::NotFound("Nothing matches the given URI".into()),
+        ))
+    } else {
+        None
+    };
+    match refusal {
+        None => dispatch(app, req, endpoint, path).await,
+        Some((false, e)) => e.into(),
+        Some((true, e)) => session::gated(app, req, |_, _| async { Err(e) }).await,
+    }
 }
 
 /// The handler of each resource and method (the request has passed every check above).
