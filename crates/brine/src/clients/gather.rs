@@ -67,6 +67,8 @@ pub struct Gathered {
     pub returns: Vec<(String, Value)>,
     /// Expected ids (then named-but-missing ids) that never returned, in order.
     pub failed: Vec<String>,
+    /// The named-but-missing ids among `failed` (the target named them; they have no key).
+    pub missing: Vec<String>,
     /// The master announced the job on the bus under its bare jid (`{"minions": [...]}`), as
     /// masters before Salt 3008 do. The `LocalClient` of those releases reports a minion that
     /// did not return as `false`, where 3008's gives a "Minion did not return" text.
@@ -246,14 +248,17 @@ impl Gather {
             .filter(|m| !self.found.contains(*m))
             .cloned()
             .collect();
+        let mut missing = Vec::new();
         for m in self.missing {
             if !self.found.contains(&m) && !failed.contains(&m) {
-                failed.push(m);
+                failed.push(m.clone());
+                missing.push(m);
             }
         }
         Gathered {
             returns: self.returns,
             failed,
+            missing,
             bare_announce: self.bare_announce,
         }
     }
@@ -331,12 +336,13 @@ mod tests {
         let mut g = Gather::new("1", &ids(&["m1"]), vec![], timing(), t0);
         g.on_event(&ev("salt/job/1/new", json!({"minions": ["m1"]})));
         assert!(!g.finish().bare_announce);
-        let mut g = Gather::new("1", &ids(&["m1"]), vec![], timing(), t0);
+        let mut g = Gather::new("1", &ids(&["m1"]), ids(&["ghost"]), timing(), t0);
         g.on_event(&ev("salt/job/1/new", json!({"minions": ["m1"]})));
         g.on_event(&ev("1", json!({"minions": ["m1"]})));
         let out = g.finish();
         assert!(out.bare_announce);
-        assert_eq!(out.failed, ids(&["m1"]));
+        assert_eq!(out.failed, ids(&["m1", "ghost"]));
+        assert_eq!(out.missing, ids(&["ghost"]));
     }
 
     #[test]

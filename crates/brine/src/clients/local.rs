@@ -267,16 +267,18 @@ pub(super) async fn run_and_gather(
 
 /// `LocalClient.cmd`'s result: each minion's return (or full return), Salt's "did not return"
 /// text for the silent ones, `false` for ids that produced nothing at all (and for the silent
-/// ones too when the master is older than 3008, [`Gathered::bare_announce`]).
+/// ones too, not for named ids without a key, when the master is older than 3008,
+/// [`Gathered::bare_announce`]).
 pub(super) async fn cmd_result(app: &SharedApp, call: &LocalCall, job: Job) -> Value {
     let Job {
         jid,
         minions,
         gathered,
     } = job;
-    // A master before 3008 comes with a LocalClient that answers `false` (below) for them.
+    // A master before 3008 comes with a LocalClient that gives the texts only to the ids the
+    // target named that have no key, and answers `false` (below) for the silent minions.
     let failed: Vec<String> = if gathered.bare_announce {
-        Vec::new()
+        gathered.missing.clone()
     } else {
         gathered.failed.clone()
     };
