@@ -503,6 +503,15 @@ def goals(s, sse_rows, idle, args):
     return out
 
 
+def write_result(out, text, data):
+    """Writes the result table to `out` and its figures beside it as `.json`."""
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(text)
+    with open(os.path.splitext(out)[0] + ".json", "w") as f:
+        json.dump(data, f, indent=1)
+
+
 def update_readme(text_table, begin=README_BEGIN, end=README_END):
     """Replaces what is between the markers `begin` and `end` in the README."""
     path = os.path.join(REPO, "README.md")
@@ -642,11 +651,7 @@ def main():
     date = datetime.date.today().isoformat()
     out = args.out or (os.path.join(REPO, "target", "bench-smoke.md") if args.smoke
                        else os.path.join(REPO, "bench", "results", f"{date}.md"))
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        f.write(text)
-    with open(os.path.splitext(out)[0] + ".json", "w") as f:
-        json.dump({"rows": rows, "sse": sse_rows, "idle_rss_mib": idle}, f, indent=1)
+    write_result(out, text, {"rows": rows, "sse": sse_rows, "idle_rss_mib": idle})
     print(text)
     log(f"written to {out}")
 

@@ -48,7 +48,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # bench/bench.py: the stack, process sampling, formatting.
 from bench import (LABEL, REPO, TARGETS, Stack, Watch, fmt, ints, login, machine, median,  # noqa: E402
-                   ratio, settle, sse_command, update_readme)
+                   ratio, settle, sse_command, update_readme, write_result)
 
 README_BEGIN = "<!-- scale:begin -->"
 README_END = "<!-- scale:end -->"
@@ -603,11 +603,7 @@ def main():
     date = datetime.date.today().isoformat()
     out = args.out or (os.path.join(REPO, "target", "scale-smoke.md") if args.smoke
                        else os.path.join(REPO, "bench", "results", f"{date}-scale.md"))
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        f.write(text)
-    with open(os.path.splitext(out)[0] + ".json", "w") as f:
-        json.dump({"rows": rows, "sizes": infos}, f, indent=1)
+    write_result(out, text, {"rows": rows, "sizes": infos})
     print(text)
     log(f"written to {out}")
 
