@@ -133,12 +133,8 @@ pub struct LoadArgs {
     /// `batch` of the `batch` scenario.
     #[arg(long, default_value = "10%")]
     batch: String,
-    #[arg(long, default_value = "saltdev")]
-    username: String,
-    #[arg(long, default_value = "saltdev")]
-    password: String,
-    #[arg(long, default_value = "auto")]
-    eauth: String,
+    #[command(flatten)]
+    creds: crate::Creds,
     /// Limit for one request (and for one job's returns), seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -375,8 +371,7 @@ impl Ctx {
 
     /// The eauth credentials, as a `/login` body.
     fn credentials(&self) -> Value {
-        json!({"username": self.args.username, "password": self.args.password,
-            "eauth": self.args.eauth})
+        self.args.creds.json()
     }
 
     /// `mk_token` with the eauth credentials.

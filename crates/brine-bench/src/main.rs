@@ -29,6 +29,24 @@ enum Cmd {
     Load(load::LoadArgs),
 }
 
+/// The eauth credentials every driver logs in or publishes with.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct Creds {
+    #[arg(long, default_value = "saltdev")]
+    username: String,
+    #[arg(long, default_value = "saltdev")]
+    password: String,
+    #[arg(long, default_value = "auto")]
+    eauth: String,
+}
+
+impl Creds {
+    /// `{"username", "password", "eauth"}`.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({"username": self.username, "password": self.password, "eauth": self.eauth})
+    }
+}
+
 /// `host:port` of a base URL.
 pub(crate) fn host_port(url: &str) -> String {
     url.trim_start_matches("http://")

@@ -78,12 +78,8 @@ pub struct SseArgs {
     /// Seconds allowed for every return of the job to reach the bus (`--job-returns`).
     #[arg(long, default_value_t = 120)]
     job_timeout: u64,
-    #[arg(long, default_value = "saltdev")]
-    username: String,
-    #[arg(long, default_value = "saltdev")]
-    password: String,
-    #[arg(long, default_value = "auto")]
-    eauth: String,
+    #[command(flatten)]
+    creds: crate::Creds,
 }
 
 /// How the rest of a tag after the run's prefix names an event: its number (fired events), or
@@ -188,9 +184,9 @@ impl Job {
         let master = RawMaster::new(&opts, 1);
         let mut load = serde_json::Map::new();
         load.insert("cmd".into(), "mk_token".into());
-        load.insert("username".into(), args.username.clone().into());
-        load.insert("password".into(), args.password.clone().into());
-        load.insert("eauth".into(), args.eauth.clone().into());
+        if let serde_json::Value::Object(creds) = args.creds.json() {
+            load.extend(creds);
+        }
         let reply = master.request(&load, Duration::from_secs(60)).await?;
         let token = reply
             .get("token")
