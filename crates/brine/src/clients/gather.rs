@@ -11,6 +11,16 @@
 //! round follows), an answer with `retcode > 0` drops the minion. Gathering ends when every
 //! expected minion returned, or when the deadline has passed, no probe said "running" and no
 //! pending minion's own deadline is in the future.
+//!
+//! When the probe goes out: Salt looks at its deadline only when the job's events pause (its
+//! loop reads them with `get_event(wait=0.01)` and checks the time when one read comes back
+//! empty), so while returns pour in it sends no probe, and a Python client that lags behind a
+//! flood of returns probes once the flood is over, naming only the minions that are really
+//! late. Brine reads the bus faster than that, so a 10 ms pause comes in the middle of a
+//! flood; it waits for a pause of [`PROBE_QUIET`] instead. Minions whose returns are still
+//! arriving are not probed (each probe costs the master a publish and a return per minion),
+//! and a deadline that passes during a flood is acted upon at most the flood plus
+//! [`PROBE_QUIET`] later.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -18,6 +28,10 @@ use std::time::Duration;
 use salt_wire::event::Event;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
+
+/// How long the job's events must pause before a probe goes out once `timeout` has passed
+/// (see the module's header).
+pub const PROBE_QUIET: Duration = Duration::from_millis(200);
 
 /// What the driver should do next.
 #[derive(Debug, PartialEq)]
@@ -56,6 +70,8 @@ pub struct Gather {
     deadlines: HashMap<String, Instant>,
     timeout_at: Instant,
     syndic_until: Instant,
+    /// When the last event of the job came (the publish, at first).
+    last_event: Instant,
     running: bool,
     bare_announce: bool,
 }
@@ -97,6 +113,7 @@ impl Gather {
             deadlines: HashMap::new(),
             timeout_at: now + timing.timeout,
             syndic_until: now + timing.syndic_wait,
+            last_event: now,
             running: true,
             bare_announce: false,
         };
@@ -116,8 +133,9 @@ impl Gather {
         self.expected.iter().filter(|m| !self.found.contains(*m))
     }
 
-    /// An event of the job's own jid.
-    pub fn on_event(&mut self, ev: &Event) {
+    /// An event of the job's own jid, seen at `now`.
+    pub fn on_event(&mut self, ev: &Event, now: Instant) {
+        self.last_event = now;
         let data = &ev.data;
         if ev.tag == self.jid {
             self.bare_announce = true;
@@ -208,6 +226,11 @@ impl Gather {
             .collect();
         for id in new {
             self.deadlines.insert(id, now + timeout);
+        }
+        let quiet_at = self.last_event + PROBE_QUIET;
+        if now > self.timeout_at && self.running && now < quiet_at {
+            // The job's events still come: no probe before they pause.
+            return Step::Wait(quiet_at);
         }
         if now > self.timeout_at && self.running {
             let pending: Vec<String> = self.pending().cloned().collect();
@@ -303,13 +326,13 @@ mod tests {
         let t0 = Instant::now();
         let mut g = Gather::new("1", &ids(&["m1", "m2"]), vec![], timing(), t0);
         assert!(matches!(g.step(t0), Step::Wait(_)));
-        g.on_event(&ret("1", "m1", json!(true)));
-        g.on_event(&ret("1", "m1", json!("late duplicate")));
+        g.on_event(&ret("1", "m1", json!(true)), t0);
+        g.on_event(&ret("1", "m1", json!("late duplicate")), t0);
         assert!(matches!(g.step(t0), Step::Wait(_)));
-        g.on_event(&ret("1", "m2", json!(true)));
+        g.on_event(&ret("1", "m2", json!(true)), t0);
         // Another job's return and a non-return event change nothing.
-        g.on_event(&ret("2", "m3", json!(true)));
-        g.on_event(&ev("salt/job/1/publish", json!({"fun": "test.ping"})));
+        g.on_event(&ret("2", "m3", json!(true)), t0);
+        g.on_event(&ev("salt/job/1/publish", json!({"fun": "test.ping"})), t0);
         assert_eq!(g.step(t0 + S), Step::Done);
         let out = g.finish();
         assert_eq!(out.failed, Vec::<String>::new());
@@ -334,11 +357,11 @@ mod tests {
         let t0 = Instant::now();
         // A 3008 master announces the job only as `salt/job/<jid>/new`.
         let mut g = Gather::new("1", &ids(&["m1"]), vec![], timing(), t0);
-        g.on_event(&ev("salt/job/1/new", json!({"minions": ["m1"]})));
+        g.on_event(&ev("salt/job/1/new", json!({"minions": ["m1"]})), t0);
         assert!(!g.finish().bare_announce);
         let mut g = Gather::new("1", &ids(&["m1"]), ids(&["ghost"]), timing(), t0);
-        g.on_event(&ev("salt/job/1/new", json!({"minions": ["m1"]})));
-        g.on_event(&ev("1", json!({"minions": ["m1"]})));
+        g.on_event(&ev("salt/job/1/new", json!({"minions": ["m1"]})), t0);
+        g.on_event(&ev("1", json!({"minions": ["m1"]})), t0);
         let out = g.finish();
         assert!(out.bare_announce);
         assert_eq!(out.failed, ids(&["m1", "ghost"]));
@@ -362,7 +385,7 @@ mod tests {
         );
         // At 17 s the probe round is over, but m1 is running: probe again.
         assert_eq!(g.step(t0 + 17 * S), Step::Probe(ids(&["m1"])));
-        g.on_event(&ret("1", "m1", json!(true)));
+        g.on_event(&ret("1", "m1", json!(true)), t0 + 17 * S);
         assert_eq!(g.step(t0 + 18 * S), Step::Done);
         assert_eq!(g.finish().failed, Vec::<String>::new());
     }
@@ -371,7 +394,7 @@ mod tests {
     fn a_silent_minion_fails_after_timeout_plus_gather_job_timeout() {
         let t0 = Instant::now();
         let mut g = Gather::new("1", &ids(&["m1", "ghost"]), vec![], timing(), t0);
-        g.on_event(&ret("1", "m1", json!(true)));
+        g.on_event(&ret("1", "m1", json!(true)), t0);
         assert_eq!(g.step(t0 + 6 * S), Step::Probe(ids(&["ghost"])));
         // The probe's own `new` event and an empty answer ("not running").
         g.on_probe_event(
@@ -391,13 +414,16 @@ mod tests {
     fn new_event_adds_minions_and_missing_ids_fail_last() {
         let t0 = Instant::now();
         let mut g = Gather::new("1", &ids(&["m1"]), ids(&["nokey"]), timing(), t0);
-        g.on_event(&ev(
-            "salt/job/1/new",
-            json!({"minions": ["m1", "m2"], "missing": ["nokey"]}),
-        ));
-        g.on_event(&ret("1", "m1", json!(1)));
+        g.on_event(
+            &ev(
+                "salt/job/1/new",
+                json!({"minions": ["m1", "m2"], "missing": ["nokey"]}),
+            ),
+            t0,
+        );
+        g.on_event(&ret("1", "m1", json!(1)), t0);
         assert!(matches!(g.step(t0), Step::Wait(_)));
-        g.on_event(&ret("1", "m2", json!(2)));
+        g.on_event(&ret("1", "m2", json!(2)), t0);
         assert_eq!(g.step(t0), Step::Done);
         assert_eq!(g.finish().failed, ids(&["nokey"]));
     }
@@ -406,10 +432,13 @@ mod tests {
     fn resource_id_names_the_return_and_probe_errors_drop_a_minion() {
         let t0 = Instant::now();
         let mut g = Gather::new("1", &ids(&["m1", "m2"]), vec![], timing(), t0);
-        g.on_event(&ev(
-            "salt/job/1/ret/m1",
-            json!({"id": "m1", "resource_id": "m1", "return": "x"}),
-        ));
+        g.on_event(
+            &ev(
+                "salt/job/1/ret/m1",
+                json!({"id": "m1", "resource_id": "m1", "return": "x"}),
+            ),
+            t0,
+        );
         assert_eq!(g.step(t0 + 6 * S), Step::Probe(ids(&["m2"])));
         g.on_probe_event(
             &ev(
@@ -422,5 +451,20 @@ mod tests {
         let out = g.finish();
         assert_eq!(out.failed, Vec::<String>::new());
         assert_eq!(out.returns.len(), 1);
+    }
+
+    #[test]
+    fn no_probe_while_the_jobs_returns_still_arrive() {
+        let t0 = Instant::now();
+        let mut g = Gather::new("1", &ids(&["m1", "m2", "ghost"]), vec![], timing(), t0);
+        // The timeout passes while returns come in: the probe waits for them to pause.
+        let t1 = t0 + 5 * S + S / 10;
+        g.on_event(&ret("1", "m1", json!(true)), t1);
+        assert_eq!(g.step(t1), Step::Wait(t1 + PROBE_QUIET));
+        let t2 = t1 + PROBE_QUIET / 2;
+        g.on_event(&ret("1", "m2", json!(true)), t2);
+        assert_eq!(g.step(t1 + PROBE_QUIET), Step::Wait(t2 + PROBE_QUIET));
+        // Once they pause, only the minion that is really late is probed.
+        assert_eq!(g.step(t2 + PROBE_QUIET), Step::Probe(ids(&["ghost"])));
     }
 }

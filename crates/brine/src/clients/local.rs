@@ -353,7 +353,7 @@ async fn gather(
         };
         tokio::select! {
             msg = watch.recv() => match msg {
-                Some(HubMsg::Event(ev)) => g.on_event(&ev),
+                Some(HubMsg::Event(ev)) => g.on_event(&ev, Instant::now()),
                 // Returns published while the subscription was down are lost: do not report
                 // those minions as silent.
                 Some(HubMsg::Gap) => return Err(super::bus_lost(jid)),
