@@ -203,7 +203,8 @@ class Watch:
 
 
 class Stack:
-    def __init__(self, minions, bin_dir, minion_extra, master_extra, references=True, prefix="brine-bench-"):
+    def __init__(self, minions, bin_dir, minion_extra, master_extra, references=True, prefix="brine-bench-",
+                 salt_nice=0):
         self.root = tempfile.mkdtemp(prefix=prefix)
         self.py = sys.executable
         self.bin_dir = bin_dir
@@ -218,6 +219,8 @@ class Stack:
             cmd += ["--minion-extra", minion_extra]
         if master_extra:
             cmd += ["--extra-config", master_extra]
+        if salt_nice:
+            cmd += ["--salt-nice", str(salt_nice)]
         log("starting the master, minions" + (", rest_cherrypy and rest_tornado" if references else "")
             + ": " + " ".join(cmd[2:]))
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

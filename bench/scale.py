@@ -25,7 +25,8 @@ Scenarios (each round runs every target in turn; n/a where a target has no such 
   minions   `GET /minions` (`grains.items` on all; raw: that publish)
   keys      `GET /keys` with every swarm key accepted (raw: `wheel key.list_all`)
   jobs-K    `GET /jobs` with K jobs seeded into the master's job cache in its own
-            `local_cache` format (raw: `runner jobs.list_jobs`)
+            `local_cache` format (raw: `runner jobs.list_jobs`); at the first size only (the
+            cache does not depend on the swarm)
 For each run: the server's CPU seconds and peak RSS (the process that owns the target's port),
 and the master's own CPU seconds (every salt-master process, children reaped included).
 
@@ -122,7 +123,7 @@ def swarm_ids(prefix, count):
 
 
 class Swarm:
-    def __init__(self, stack, bin_dir, prefix, count, silent=0, offset=0):
+    def __init__(self, stack, bin_dir, prefix, count, silent=0, offset=0, nice=0):
         self.prefix, self.count = prefix, count
         self.ids = swarm_ids(prefix, count)
         log_path = os.path.join(stack.root, "logs", f"{prefix}swarm.log")
@@ -130,6 +131,8 @@ class Swarm:
                "--count", str(count), "--prefix", prefix, "--accept", "--silent", str(silent),
                "--address-offset", str(offset), "--signin-concurrency", "16",
                "--state-dir", os.path.join(stack.root, "swarm-state"), "--log-level", "warn"]
+        if nice:
+            cmd = ["nice", "-n", str(nice)] + cmd
         log(f"starting {count} simulated minions ({prefix}*): " + " ".join(cmd[1:]))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True)
         # The stack's watchdog stops what is recorded here with the master.
@@ -295,7 +298,7 @@ def one_size(n, args, bin_dir):
     # The master's own limit on open files is raised to its hard limit by Salt itself; the
     # master's children and salt-swarm inherit ours.
     master_extra = "max_open_files: 100000" + (("\n" + args.master_extra) if args.master_extra else "")
-    stack = Stack(0, bin_dir, "", master_extra, references=True, prefix="brine-scale-")
+    stack = Stack(0, bin_dir, "", master_extra, references=True, prefix="brine-scale-", salt_nice=args.salt_nice)
     stack.driver = os.path.join(bin_dir, "brine-bench")
     try:
         with open(os.path.join(stack.root, "pids", "master.pid")) as f:
@@ -308,7 +311,7 @@ def one_size(n, args, bin_dir):
     targets = [t for t in TARGETS if t in args.targets.split(",")]
     wanted = args.scenarios.split(",")
     try:
-        swarm = Swarm(stack, bin_dir, "swarm-", n)
+        swarm = Swarm(stack, bin_dir, "swarm-", n, nice=args.salt_nice)
         swarms.append(swarm)
         info["signin_seconds"] = swarm.up_seconds
         ids = swarm.ids
@@ -357,7 +360,7 @@ def one_size(n, args, bin_dir):
         if "keys" in wanted:
             rounds("keys", lambda t: run_load(stack, t, "keys", "keys", files["keys"], timeout))
         if "silent" in wanted:
-            quiet = Swarm(stack, bin_dir, "quiet-", quiet_n, silent=100, offset=n)
+            quiet = Swarm(stack, bin_dir, "quiet-", quiet_n, silent=100, offset=n, nice=args.salt_nice)
             swarms.append(quiet)
             files["silent"] = write_targets(stack, "silent", [("*", "glob", ids)])
             # Raw: the master's own sequence has no probe; its time is that of the last
@@ -369,7 +372,8 @@ def one_size(n, args, bin_dir):
             subprocess.run([os.path.join(os.path.dirname(sys.executable), "salt-key"), "-c",
                             stack.info["config_dir"], "-d", "quiet-*", "-y"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if "jobs" in wanted:
+        # The job cache does not depend on the swarm's size: `jobs` runs at the first size only.
+        if "jobs" in wanted and n == args.sizes[0]:
             seeded = []
             for k in args.job_cache:
                 seeded += seed_jobs(stack, len(seeded), k - len(seeded), ids[0])
@@ -523,7 +527,10 @@ def report(args, rows, infos, bin_kind, elapsed):
         "server share it.",
         f"Salt {infos[0].get('salt_version', '?') if infos else '?'}: a private master (scripts/saltstack.py "
         "defaults: `worker_threads: 5`; plus `max_open_files: 100000`"
-        + (f" and `{args.master_extra}`" if args.master_extra else "") + "), no real minion; "
+        + (f" and `{args.master_extra}`" if args.master_extra else "") + "), no real minion. "
+        f"The master and the swarms run at nice {args.salt_nice}, every server and the driver at 0: "
+        "what `CPUWeight=400` in `packaging/brine.service` against the master's default 100 arranges "
+        "on a host (nice 6 weighs 272 against nice 0's 1 024), given here to the Python servers too; "
         f"Brine {bin_kind} build with default settings. Per size N: `salt-swarm --count N --accept` "
         "(`swarm-*`), and for `silent` a second swarm of N/10 that never answers (`quiet-*`, "
         "`--silent 100`), stopped and its keys deleted afterwards. "
@@ -573,6 +580,8 @@ def main():
     ap.add_argument("--timeout-per-minion", type=float, default=0.03, help="... this per minion of the size")
     ap.add_argument("--jobs-timeout", type=float, default=120, help="limit for `GET /jobs`, seconds, plus ...")
     ap.add_argument("--jobs-timeout-per-job", type=float, default=0.004, help="... this per cached job")
+    ap.add_argument("--salt-nice", type=int, default=6,
+                    help="nice value of the master and the swarms (the servers and the driver run at 0)")
     ap.add_argument("--master-extra", default="", help="YAML master options added to the stack's (stated in the result)")
     ap.add_argument("--bin-dir", default=None, help="where brine, brine-bench, salt-swarm are (default target/release)")
     ap.add_argument("--out", default=None, help="result file (default bench/results/<date>-scale.md)")
