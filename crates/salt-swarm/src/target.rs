@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use regex::Regex;
 use rmpv::Value as Mp;
+use salt_wire::fnmatch::fnmatch;
 
 /// What a matcher needs to know about one minion.
 pub struct Subject<'a> {
@@ -39,97 +40,6 @@ pub fn matches(tgt: &Mp, tgt_type: &str, delimiter: &str, who: &Subject<'_>) -> 
         "compound" => compound_match(tgt, who),
         _ => false,
     }
-}
-
-/// Python's `fnmatch.fnmatchcase`: `*`, `?`, `[seq]`, `[!seq]`; a `[` without its `]` is
-/// literal.
-pub fn fnmatch(name: &str, pat: &str) -> bool {
-    let n: Vec<char> = name.chars().collect();
-    let p: Vec<char> = pat.chars().collect();
-    let (mut ni, mut pi) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() {
-            match p[pi] {
-                '*' => {
-                    star = Some((pi, ni));
-                    pi += 1;
-                    continue;
-                }
-                '?' => {
-                    ni += 1;
-                    pi += 1;
-                    continue;
-                }
-                '[' => {
-                    if let Some((hit, next)) = class_match(&p, pi, n[ni]) {
-                        if hit {
-                            ni += 1;
-                            pi = next;
-                            continue;
-                        }
-                    } else if n[ni] == '[' {
-                        ni += 1;
-                        pi += 1;
-                        continue;
-                    }
-                }
-                c if c == n[ni] => {
-                    ni += 1;
-                    pi += 1;
-                    continue;
-                }
-                _ => {}
-            }
-        }
-        match star {
-            Some((sp, sn)) => {
-                pi = sp + 1;
-                ni = sn + 1;
-                star = Some((sp, sn + 1));
-            }
-            None => return false,
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
-/// Matches `c` against the class starting at `p[start] == '['`: `Some((hit, index after the
-/// class))`, or `None` when the class has no closing `]` (then `[` is a literal).
-fn class_match(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
-    let mut i = start + 1;
-    let negate = p.get(i) == Some(&'!');
-    if negate {
-        i += 1;
-    }
-    // A `]` first in the class is a member.
-    let mut j = i;
-    if p.get(j) == Some(&']') {
-        j += 1;
-    }
-    while j < p.len() && p[j] != ']' {
-        j += 1;
-    }
-    if j >= p.len() {
-        return None;
-    }
-    let members = &p[i..j];
-    let mut hit = false;
-    let mut k = 0;
-    while k < members.len() {
-        if k + 2 < members.len() && members[k + 1] == '-' {
-            if members[k] <= c && c <= members[k + 2] {
-                hit = true;
-            }
-            k += 3;
-        } else {
-            if members[k] == c {
-                hit = true;
-            }
-            k += 1;
-        }
-    }
-    Some((hit != negate, j + 1))
 }
 
 /// `list_match.match`: a comma-separated string or a list of ids.

@@ -7,13 +7,15 @@
 //! * [`framing`]: msgpack stream framing shared by the socket protocols;
 //! * [`value`]: msgpack ↔ JSON conversion with Salt's decoding rules;
 //! * [`yaml`]: Salt's YAML 1.1 dialect, with limits for untrusted input;
-//! * [`config`]: master configuration discovery (includes, `root_dir`, `sock_dir` rewrite).
+//! * [`config`]: master configuration discovery (includes, `root_dir`, `sock_dir` rewrite);
+//! * [`fnmatch`]: Salt's glob (Python's `fnmatch.fnmatchcase`).
 //!
 //! The protocol notes these modules follow are in the repository's `spec/` references.
 
 pub mod config;
 pub mod envelope;
 pub mod event;
+pub mod fnmatch;
 pub mod framing;
 pub mod pool;
 pub mod reqchan;
