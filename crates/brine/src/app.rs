@@ -80,6 +80,7 @@ impl App {
             bus_reconnects: self.hub.reconnects(),
             job_waiters: self.hub.waiters(),
             events_kept: self.hub.feed().kept(),
+            streams_filtered: self.hub.feed().filtered_streams(),
         }
     }
 

@@ -115,6 +115,8 @@ pub struct Live {
     pub job_waiters: usize,
     /// Events kept for streams that resume with `Last-Event-ID`, and their bytes.
     pub events_kept: (usize, usize),
+    /// Streams with a tag filter (each has a queue of its own).
+    pub streams_filtered: usize,
 }
 
 /// How often the descriptor count is taken again: listing `/proc/self/fd` walks every
@@ -247,6 +249,7 @@ impl Stats {
                 "Current Requests": self.requests_in_flight.load(Ordering::Relaxed),
                 "Requests/Second": if uptime > 0.0 { total as f64 / uptime } else { 0.0 },
                 "Streams Open": self.streams_open.load(Ordering::Relaxed),
+                "Streams Filtered": live.streams_filtered,
                 "Streams Dropped (slow client)": self.streams_dropped_slow.load(Ordering::Relaxed),
                 "Logins Throttled": self.logins_throttled.load(Ordering::Relaxed),
                 "Master Requests In Flight": live.master_in_flight,
@@ -343,6 +346,11 @@ impl Stats {
             gauge(self.streams_open.load(Ordering::Relaxed) as i64),
         );
         registry.register(
+            "streams_filtered",
+            "Event streams with a tag filter",
+            gauge(live.streams_filtered as i64),
+        );
+        registry.register(
             "streams_dropped_slow",
             "Streams disconnected because the client did not keep up",
             {
@@ -426,6 +434,7 @@ mod tests {
             bus_reconnects: 0,
             job_waiters: 0,
             events_kept: (3, 1200),
+            streams_filtered: 1,
         };
         let text = s.prometheus(&live);
         assert!(
@@ -437,6 +446,7 @@ mod tests {
         assert!(text.contains("brine_lowstate_chunks_total{client=\"local\",outcome=\"ok\"} 1"));
         assert!(text.contains("brine_event_bus_events_total 5"));
         assert!(text.contains("brine_open_fds "));
+        assert!(text.contains("brine_streams_filtered 1"));
         let json = s.json(
             false,
             &live,
@@ -444,6 +454,7 @@ mod tests {
         );
         assert_eq!(json["Brine"]["Total Requests"], 1);
         assert_eq!(json["Brine"]["Enabled"], false);
+        assert_eq!(json["Brine"]["Streams Filtered"], 1);
     }
 
     #[test]

@@ -19,20 +19,27 @@
 //! spends waiting for Brine itself (its task queued behind others on a busy machine) never
 //! counts against its client. The watchdog also ends streams whose end (expiry, revocation,
 //! stop) their stalled connection would never see. The bus reader never waits on a stream.
+//!
+//! A stream with a tag filter reads its own queue ([`crate::events::source`]); what it owes
+//! is what that queue holds, and an event that finds the queue full ends the stream as one
+//! that does not keep up. A WebSocket client can change the filter while it reads
+//! ([`Retune`]): an unfiltered stream then moves to a queue of its own.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::Stream;
-use tokio::sync::broadcast;
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 
 use crate::app::App;
 use crate::events::feed::{Resume, StreamEvent};
+use crate::events::filter::TagFilter;
+use crate::events::source::{Filtered, Recv, Source};
 
 /// Interval of keep-alive frames on an idle stream.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -80,6 +87,25 @@ pub struct Owner {
     pub kill: Option<CancellationToken>,
     /// What kind of stream (for logs): `sse`, `ws`, ...
     pub kind: &'static str,
+}
+
+/// A handle that changes a running stream's tag filter (a WebSocket's `subscribe`).
+#[derive(Clone, Default)]
+pub struct Retune {
+    next: Arc<Mutex<Option<TagFilter>>>,
+    notify: Arc<Notify>,
+}
+
+impl Retune {
+    /// The stream lets through only what `filter` matches, from its next event on.
+    pub fn set(&self, filter: TagFilter) {
+        *self.next.lock().unwrap_or_else(|p| p.into_inner()) = Some(filter);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Option<TagFilter> {
+        self.next.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// Counts an open stream while it lives.
@@ -133,7 +159,8 @@ struct Reader<R: Render> {
     app: Arc<App>,
     owner: Arc<Owner>,
     render: R,
-    rx: broadcast::Receiver<Arc<StreamEvent>>,
+    rx: Source,
+    retune: Retune,
     /// Frames rendered and not yet handed out (the preamble, a replay, an event's few frames).
     pending: VecDeque<R::Frame>,
     /// How far the stream got (the watchdog reads it).
@@ -151,6 +178,19 @@ struct Reader<R: Render> {
 }
 
 impl<R: Render> Reader<R> {
+    /// Applies a new filter: in place for a filtered stream, a queue of its own for one that
+    /// read the broadcast.
+    fn apply(&mut self, filter: TagFilter) {
+        if let Some(f) = self.rx.filtered() {
+            f.set_filter(filter);
+            return;
+        }
+        let rx = self.app.hub.feed().filtered(filter);
+        // The watchdog now measures the queue.
+        let _ = self.progress.filtered.set(rx.sub.clone());
+        self.rx = Source::Filtered(rx);
+    }
+
     fn take(&mut self, ev: &StreamEvent) {
         self.progress.taken.store(ev.id, Ordering::Relaxed);
         if ev.end > 0 {
@@ -171,13 +211,18 @@ impl<R: Render> Reader<R> {
                     self.ended = true;
                 }
                 got = self.rx.recv() => match got {
-                    Ok(ev) => self.take(&ev),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        drop_slow(&self.app, &self.owner, &format!("{n} events behind the bus"));
+                    Recv::Event(ev) => self.take(&ev),
+                    Recv::Lagged(why) => {
+                        drop_slow(&self.app, &self.owner, &why);
                         self.ended = true;
                     }
-                    Err(broadcast::error::RecvError::Closed) => self.ended = true,
+                    Recv::Closed => self.ended = true,
                 },
+                _ = self.retune.notify.notified() => {
+                    if let Some(filter) = self.retune.take() {
+                        self.apply(filter);
+                    }
+                }
                 _ = &mut self.check => {
                     let now = Instant::now();
                     self.check.as_mut().reset(now + CHECK);
@@ -210,19 +255,14 @@ impl<R: Render> Reader<R> {
         let mut size: usize = self.pending.iter().map(R::size).sum();
         let mut drained = false;
         while size < BATCH_BYTES && !self.ended {
-            match self.rx.try_recv() {
-                Ok(ev) => {
-                    let before = self.pending.len();
-                    self.take(&ev);
-                    size += self.pending.iter().skip(before).map(R::size).sum::<usize>();
-                }
-                Err(broadcast::error::TryRecvError::Empty) => {
-                    drained = true;
-                    break;
-                }
-                // A lag is found (and handled) by the next wait.
-                Err(_) => break,
-            }
+            // Nothing waiting, or a lag that the next wait finds (and handles).
+            let Some(ev) = self.rx.try_recv() else {
+                drained = true;
+                break;
+            };
+            let before = self.pending.len();
+            self.take(&ev);
+            size += self.pending.iter().skip(before).map(R::size).sum::<usize>();
         }
         let now = Instant::now();
         self.last_frame = now;
@@ -246,6 +286,8 @@ struct Progress {
     /// A batch is with the connection, which has not asked for the next one yet (it is
     /// writing it, or its socket does not take it).
     out: AtomicBool,
+    /// The stream's own queue, once it filters.
+    filtered: OnceLock<Arc<Filtered>>,
 }
 
 /// The watchdog's stall test: has the connection held the same batch for [`STALL`] while
@@ -297,13 +339,20 @@ async fn watchdog(
         }
         let now = Instant::now();
         let feed = app.hub.feed();
-        let behind = feed
-            .last_id()
-            .saturating_sub(progress.taken.load(Ordering::Relaxed));
-        let behind_bytes = feed
-            .published_bytes()
-            .saturating_sub(progress.taken_bytes.load(Ordering::Relaxed));
-        if behind >= limit || behind_bytes >= limit_bytes {
+        let (behind, behind_bytes, full) = match progress.filtered.get() {
+            Some(f) => {
+                let (events, bytes) = f.owed();
+                (events, bytes, f.overflowed())
+            }
+            None => (
+                feed.last_id()
+                    .saturating_sub(progress.taken.load(Ordering::Relaxed)),
+                feed.published_bytes()
+                    .saturating_sub(progress.taken_bytes.load(Ordering::Relaxed)),
+                false,
+            ),
+        };
+        if full || behind >= limit || behind_bytes >= limit_bytes {
             drop_slow(
                 &app,
                 &owner,
@@ -349,6 +398,7 @@ pub fn open<R: Render>(
     owner: Owner,
     resume: Resume,
     mut render: R,
+    retune: Retune,
 ) -> impl Stream<Item = Vec<R::Frame>> + Send + 'static
 where
     R::Frame: Send,
@@ -381,7 +431,11 @@ where
         taken_bytes: AtomicU64::new(last_bytes),
         batches: AtomicU64::new(0),
         out: AtomicBool::new(false),
+        filtered: OnceLock::new(),
     });
+    if let Some(f) = rx.filtered() {
+        let _ = progress.filtered.set(f.clone());
+    }
     let gone = CancellationToken::new();
     let now = Instant::now();
     let expires = now + until_expiry(owner.expire);
@@ -403,6 +457,7 @@ where
         owner,
         render,
         rx,
+        retune,
         pending,
         progress,
         ended: false,

@@ -1,7 +1,7 @@
 //! Event streams and webhooks, compared with rest_cherrypy on the same master: `/events` (auth
 //! by header and cookie, the query-token refusal, no auth), `/ws` in both forms, `/hook` with
 //! JSON, form and YAML bodies and the event each fires; plus Brine's `Last-Event-ID` resume,
-//! two Brine instances on one master (tokens, revocation and the bus shared through it), and
+//! its tag filters (`?tag=` on every stream, a WebSocket's `subscribe`), two Brine instances on one master (tokens, revocation and the bus shared through it), and
 //! SIGTERM (requests in flight finish, streams end at once, the process exits 0).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // for its helpers; see clippy.toml
@@ -389,6 +389,190 @@ async fn last_event_id_resumes_exactly_the_missed_events() {
     assert_eq!(first.tag, "brine/events/lost");
     assert_eq!(first.data["data"]["last_event_id"], 5);
     c.task.abort();
+}
+
+/// The tags of the events a WebSocket sends (`data: {…}` on `/ws`, bare JSON on
+/// `/all_events`) until `last` arrives or nothing comes for a while; other text messages are
+/// returned as they are.
+async fn ws_tags(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    last: &str,
+) -> (Vec<String>, Vec<String>) {
+    let (mut tags, mut other) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        let Message::Text(t) = msg else { continue };
+        let json = t.strip_prefix("data: ").unwrap_or(&t).trim();
+        match serde_json::from_str::<Value>(json)
+            .ok()
+            .and_then(|v| v["tag"].as_str().map(str::to_owned))
+        {
+            Some(tag) => {
+                let done = tag == last;
+                tags.push(tag);
+                if done {
+                    break;
+                }
+            }
+            None => other.push(t.to_string()),
+        }
+    }
+    (tags, other)
+}
+
+#[tokio::test]
+async fn tag_filters_deliver_exactly_the_matching_events() {
+    let st = stream_stack();
+    let token = login(&st.brine, &st.creds()).await;
+    let auth = [("X-Auth-Token", token.as_str())];
+    let base = "salt/netapi/hook/streams/filter";
+    // SSE: two globs; an unfiltered stream says when everything fired has passed.
+    let mut all = open_sse(&st.brine, &auth).await;
+    let mut some = open_sse_at(
+        &st.brine,
+        "/events?tag=salt/netapi/hook/streams/filter/a*&tag=salt%2Fnetapi%2Fhook%2Fstreams%2Ffilter%2Fc",
+        &auth,
+    )
+    .await;
+    assert_eq!(some.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for hook in ["a1", "b", "a2", "c", "cc", "end"] {
+        fire_hook(
+            &st.brine,
+            &token,
+            &format!("streams/filter/{hook}"),
+            &json!({}),
+        )
+        .await;
+    }
+    let first = all
+        .next_tagged(&format!("{base}/a1"), WAIT)
+        .await
+        .expect("a1 on the unfiltered stream");
+    all.next_tagged(&format!("{base}/end"), WAIT)
+        .await
+        .expect("end on the unfiltered stream");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    while let Ok(ev) = some.events.try_recv() {
+        got.push(ev.tag);
+    }
+    // Nothing else of the bus (the hooks' own auth events, the master's) came through.
+    assert_eq!(
+        got,
+        vec![
+            format!("{base}/a1"),
+            format!("{base}/a2"),
+            format!("{base}/c")
+        ]
+    );
+    some.task.abort();
+    // Resumed with a filter: only the matching events after the id are replayed.
+    let before = (first.id.expect("id") - 1).to_string();
+    let mut resumed = open_sse_at(
+        &st.brine,
+        "/events?tag=salt/netapi/hook/streams/filter/?",
+        &[("X-Auth-Token", &token), ("Last-Event-ID", &before)],
+    )
+    .await;
+    let mut replayed = Vec::new();
+    while let Ok(Some(ev)) =
+        tokio::time::timeout(Duration::from_millis(800), resumed.events.recv()).await
+    {
+        replayed.push(ev.tag);
+    }
+    resumed.task.abort();
+    assert_eq!(replayed, vec![format!("{base}/b"), format!("{base}/c")]);
+    // Refusals: an empty glob, too many globs, any other parameter (as before).
+    let many: String = (0..65).map(|n| format!("tag=t{n}&")).collect();
+    for (path, says) in [
+        ("/events?tag=", "must not be empty"),
+        (&format!("/events?{many}") as &str, "at most 64"),
+        ("/events?tag=a&x=1", "takes no query parameters"),
+    ] {
+        let r = send(&st.brine, &Req::get(path).header("X-Auth-Token", &token)).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.text().contains(says), "{path}: {}", r.text());
+    }
+    let r = send(&st.brine, &Req::get("/events?tag=a")).await;
+    assert_eq!(r.status, 401, "no token: {}", r.text());
+    all.task.abort();
+
+    // rest_cherrypy's /ws with ?tag=, then a subscribe that replaces the filter.
+    let mut ws = ws_connect(
+        &st.brine,
+        &format!("/ws/{token}?tag=salt/netapi/hook/streams/filter/ws1"),
+        None,
+    )
+    .await
+    .unwrap_or_else(|code| panic!("/ws: HTTP {code}"));
+    ws.send(Message::text("websocket client ready"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for hook in ["ws2", "ws1"] {
+        fire_hook(
+            &st.brine,
+            &token,
+            &format!("streams/filter/{hook}"),
+            &json!({}),
+        )
+        .await;
+    }
+    let (tags, _) = ws_tags(&mut ws, &format!("{base}/ws1")).await;
+    assert_eq!(tags, vec![format!("{base}/ws1")]);
+    let sub = json!({"subscribe": [format!("{base}/ws2"), format!("{base}/ws3")]}).to_string();
+    ws.send(Message::text(sub)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for hook in ["ws1", "ws2", "ws1", "ws3"] {
+        fire_hook(
+            &st.brine,
+            &token,
+            &format!("streams/filter/{hook}"),
+            &json!({}),
+        )
+        .await;
+    }
+    let (tags, other) = ws_tags(&mut ws, &format!("{base}/ws3")).await;
+    assert_eq!(tags, vec![format!("{base}/ws2"), format!("{base}/ws3")]);
+    assert_eq!(other, vec!["server received message".to_string()]);
+    // A subscribe the server cannot use: a 400 message, and the filter stays.
+    ws.send(Message::text(r#"{"subscribe": "salt/*"}"#))
+        .await
+        .unwrap();
+    fire_hook(&st.brine, &token, "streams/filter/ws3", &json!({})).await;
+    let (tags, other) = ws_tags(&mut ws, &format!("{base}/ws3")).await;
+    assert_eq!(tags, vec![format!("{base}/ws3")]);
+    assert_eq!(other.len(), 2, "{other:?}");
+    assert!(
+        other.iter().any(|m| m.contains(r#""status":400"#)),
+        "{other:?}"
+    );
+
+    // rest_tornado's /all_events: a subscribe before the ready message.
+    let mut ws = ws_connect(&st.brine, &format!("/all_events/{token}"), None)
+        .await
+        .unwrap_or_else(|code| panic!("/all_events: HTTP {code}"));
+    let sub = json!({"subscribe": [format!("{base}/t*")]}).to_string();
+    ws.send(Message::text(sub)).await.unwrap();
+    ws.send(Message::text("websocket client ready"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for hook in ["x", "t1", "y", "t2"] {
+        fire_hook(
+            &st.brine,
+            &token,
+            &format!("streams/filter/{hook}"),
+            &json!({}),
+        )
+        .await;
+    }
+    let (tags, other) = ws_tags(&mut ws, &format!("{base}/t2")).await;
+    assert_eq!(tags, vec![format!("{base}/t1"), format!("{base}/t2")]);
+    assert!(other.is_empty(), "{other:?}");
 }
 
 #[tokio::test]

@@ -16,8 +16,13 @@
 //! * The broadcast channel is bounded; a stream that falls behind it is told how far (and is
 //!   disconnected by its owner). Memory does not grow with slow clients: the channel holds each
 //!   event once, whatever the number of receivers.
+//! * A stream with a tag filter does not take the broadcast: the feed keeps a list of the
+//!   filtered streams and queues an event only for those whose globs match its tag
+//!   ([`crate::events::source`]), so a filtered stream costs one tag match per event and
+//!   nothing more for the events it does not want.
 //! * Replay and subscription happen under the ring's lock, which publishing also takes, so a
-//!   resuming client gets exactly the events after its `Last-Event-ID`, each once.
+//!   resuming client gets exactly the events after its `Last-Event-ID`, each once (those its
+//!   filter lets through, for a filtered stream).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +35,8 @@ use salt_wire::event::Event;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
+use super::filter::TagFilter;
+use super::source::{Filtered, FilteredRx, Source};
 use crate::py::to_python_json;
 
 /// One numbered event with its client encodings.
@@ -185,14 +192,16 @@ pub struct Resume {
     pub replay: Vec<Arc<StreamEvent>>,
     /// `Some((last_seen, oldest_kept))` when events between them are no longer available.
     pub lost: Option<(u64, u64)>,
-    /// Everything from now on.
-    pub rx: broadcast::Receiver<Arc<StreamEvent>>,
+    /// Everything from now on (what the filter lets through, for a filtered stream).
+    pub rx: Source,
 }
 
 /// The feed (see the module notes).
 pub struct Feed {
     ring: Mutex<Ring>,
     tx: broadcast::Sender<Arc<StreamEvent>>,
+    /// How many events a stream may owe: the broadcast's size, and each filtered stream's queue.
+    channel: usize,
     /// The id of the newest event handed out (streams measure how far behind they are).
     last_id: AtomicU64,
     /// Bytes of frames handed out so far (the [`StreamEvent::end`] of the newest event).
@@ -201,6 +210,8 @@ pub struct Feed {
     /// publishing holds it while it encodes an event and wakes every stream).
     kept_events: AtomicUsize,
     kept_bytes: AtomicUsize,
+    /// Filtered streams, as of the last event or subscription (for `/stats` too).
+    filtered_open: AtomicUsize,
 }
 
 struct Ring {
@@ -212,6 +223,8 @@ struct Ring {
     max_age: Option<Duration>,
     bytes: usize,
     next_id: u64,
+    /// The filtered streams (see the module notes).
+    filtered: Vec<Arc<Filtered>>,
 }
 
 impl Ring {
@@ -250,12 +263,15 @@ impl Feed {
                 max_age: None,
                 bytes: 0,
                 next_id: first,
+                filtered: Vec::new(),
             }),
             tx,
+            channel: channel.max(16),
             last_id: AtomicU64::new(first.saturating_sub(1)),
             published_bytes: AtomicU64::new(0),
             kept_events: AtomicUsize::new(0),
             kept_bytes: AtomicUsize::new(0),
+            filtered_open: AtomicUsize::new(0),
         }
     }
 
@@ -289,6 +305,12 @@ impl Feed {
         self.count(&ring);
         self.last_id.store(ev.id, Ordering::Relaxed);
         self.published_bytes.store(ev.end, Ordering::Relaxed);
+        ring.filtered.retain(|f| !f.is_closed());
+        self.filtered_open
+            .store(ring.filtered.len(), Ordering::Relaxed);
+        for f in &ring.filtered {
+            f.offer(&ev);
+        }
         // No receivers is fine.
         let _ = self.tx.send(ev);
     }
@@ -336,11 +358,15 @@ impl Feed {
         )
     }
 
-    /// Subscribes, replaying what came after `last_id` if the ring still has it.
-    pub fn resume(&self, last_id: Option<u64>) -> Resume {
+    /// Subscribes, replaying what came after `last_id` if the ring still has it; with a
+    /// filter, only what it lets through, then and from now on.
+    pub fn resume(&self, last_id: Option<u64>, filter: Option<TagFilter>) -> Resume {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         ring.expire(Instant::now());
-        let rx = self.tx.subscribe();
+        let rx = match filter {
+            Some(f) => Source::Filtered(self.register(&mut ring, f)),
+            None => Source::All(self.tx.subscribe()),
+        };
         let Some(last) = last_id else {
             return Resume {
                 replay: Vec::new(),
@@ -354,13 +380,35 @@ impl Feed {
             .map(|(_, e)| e.id)
             .unwrap_or(ring.next_id);
         let lost = (last + 1 < oldest && last + 1 < ring.next_id).then_some((last, oldest));
+        let wanted = |e: &StreamEvent| rx.filtered().is_none_or(|f| f.wants(e.tag()));
         let replay = ring
             .events
             .iter()
-            .filter(|(_, e)| e.id > last)
+            .filter(|(_, e)| e.id > last && wanted(e.as_ref()))
             .map(|(_, e)| e.clone())
             .collect();
         Resume { replay, lost, rx }
+    }
+
+    /// A filtered queue of the events from now on (a stream that starts filtering).
+    pub fn filtered(&self, filter: TagFilter) -> FilteredRx {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        self.register(&mut ring, filter)
+    }
+
+    /// Adds a filtered stream (with the ring's lock held).
+    fn register(&self, ring: &mut Ring, filter: TagFilter) -> FilteredRx {
+        let (entry, rx) = Filtered::new(filter, self.channel);
+        ring.filtered.retain(|f| !f.is_closed());
+        ring.filtered.push(entry);
+        self.filtered_open
+            .store(ring.filtered.len(), Ordering::Relaxed);
+        rx
+    }
+
+    /// Filtered streams open, as of the last event or subscription.
+    pub fn filtered_streams(&self) -> usize {
+        self.filtered_open.load(Ordering::Relaxed)
     }
 
     /// The id the next event will get.
@@ -387,6 +435,7 @@ pub fn parse_last_id(v: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::source::Recv;
 
     #[test]
     fn credentials_in_events_are_redacted_before_streams_see_them() {
@@ -419,6 +468,13 @@ mod tests {
             !text.contains("hunter2") && text.contains("<redacted>"),
             "{text}"
         );
+    }
+
+    fn got(r: Recv) -> Option<u64> {
+        match r {
+            Recv::Event(e) => Some(e.id),
+            _ => None,
+        }
     }
 
     fn ev(n: u64) -> Arc<Event> {
@@ -464,16 +520,16 @@ mod tests {
             feed.publish(ev(n));
         }
         // Seen the first; missed the next two.
-        let mut r = feed.resume(Some(base));
+        let mut r = feed.resume(Some(base), None);
         assert_eq!(
             r.replay.iter().map(|e| e.id).collect::<Vec<_>>(),
             vec![base + 1, base + 2]
         );
         assert_eq!(r.lost, None);
         feed.publish(ev(3));
-        assert_eq!(r.rx.recv().await.ok().map(|e| e.id), Some(base + 3));
+        assert_eq!(got(r.rx.recv().await), Some(base + 3));
         // Up to date: nothing to replay.
-        let r = feed.resume(Some(base + 3));
+        let r = feed.resume(Some(base + 3), None);
         assert!(r.replay.is_empty() && r.lost.is_none());
     }
 
@@ -505,7 +561,7 @@ mod tests {
             tag: "salt/job/1/ret/m1".into(),
             data: data.clone(),
         }));
-        let r = feed.resume(Some(base - 1));
+        let r = feed.resume(Some(base - 1), None);
         assert_eq!(r.replay.len(), 1);
         let kept = &r.replay[0];
         assert!(kept.event.get().is_none(), "the ring keeps no parsed data");
@@ -526,11 +582,11 @@ mod tests {
         feed.expire();
         assert_eq!(feed.kept(), (0, 0));
         // A client that saw the first one is told the second is gone.
-        let r = feed.resume(Some(base));
+        let r = feed.resume(Some(base), None);
         assert!(r.replay.is_empty());
         assert_eq!(r.lost, Some((base, base + 2)));
         feed.publish(ev(2));
-        let r = feed.resume(Some(base));
+        let r = feed.resume(Some(base), None);
         assert_eq!(r.lost, Some((base, base + 2)));
         assert_eq!(r.replay.len(), 1);
     }
@@ -542,11 +598,64 @@ mod tests {
         for n in 0..5 {
             feed.publish(ev(n));
         }
-        let r = feed.resume(Some(base));
+        let r = feed.resume(Some(base), None);
         assert_eq!(r.lost, Some((base, base + 3)));
         assert_eq!(r.replay.len(), 2);
         // An id from an earlier process (smaller than anything of this one).
-        let r = feed.resume(Some(12));
+        let r = feed.resume(Some(12), None);
         assert!(r.lost.is_some());
+    }
+
+    fn filter(globs: &[&str]) -> TagFilter {
+        TagFilter::new(globs.iter().map(|g| g.to_string()).collect())
+            .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[tokio::test]
+    async fn a_filtered_stream_gets_only_its_events_replayed_and_live() {
+        let feed = Feed::new(8, 1 << 20, 16);
+        let base = feed.next_id();
+        for n in 0..4 {
+            feed.publish(ev(n));
+        }
+        // Resuming after the first: of the three missed, only t/2 passes.
+        let mut r = feed.resume(Some(base), Some(filter(&["t/2", "t/5"])));
+        assert_eq!(
+            r.replay.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![base + 2]
+        );
+        for n in 4..7 {
+            feed.publish(ev(n));
+        }
+        assert_eq!(got(r.rx.recv().await), Some(base + 5));
+        assert!(r.rx.try_recv().is_none());
+        assert_eq!(r.rx.filtered().map(|f| f.owed()), Some((0, 0)));
+        // A new filter takes effect with the next event.
+        if let Some(f) = r.rx.filtered() {
+            f.set_filter(filter(&["t/*"]));
+        }
+        feed.publish(ev(7));
+        assert_eq!(r.rx.try_recv().map(|e| e.id), Some(base + 7));
+        assert_eq!(feed.filtered_streams(), 1);
+        drop(r);
+        feed.publish(ev(8));
+        assert_eq!(feed.filtered_streams(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_filtered_stream_that_falls_a_whole_queue_behind_is_told() {
+        let feed = Feed::new(0, 0, 16);
+        let rx = feed.filtered(filter(&["t/*"]));
+        for n in 0..16 {
+            feed.publish(ev(n));
+        }
+        let owed = rx.sub.owed();
+        assert_eq!(owed.0, 16);
+        assert!(owed.1 > 0);
+        assert!(!rx.sub.overflowed());
+        feed.publish(ev(16));
+        assert!(rx.sub.overflowed());
+        let mut source = Source::Filtered(rx);
+        assert!(matches!(source.recv().await, Recv::Lagged(_)));
     }
 }

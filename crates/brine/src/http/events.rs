@@ -2,9 +2,11 @@
 //! it, from Brine's one bus subscription.
 //!
 //! * Auth: a valid token in `X-Auth-Token` or the `session_id` cookie (the header wins). Any
-//!   query parameter is rest_cherrypy 3008's 400 (tokens in URLs end up in logs), unless the
-//!   operator turns on `brine: {events_query_token: true}`, which accepts the legacy `?token=`
-//!   and `?salt_token=` (decision D5). `Accept` is not negotiated.
+//!   query parameter but `tag` is rest_cherrypy 3008's 400 (tokens in URLs end up in logs),
+//!   unless the operator turns on `brine: {events_query_token: true}`, which accepts the
+//!   legacy `?token=` and `?salt_token=` (decision D5). `Accept` is not negotiated.
+//! * `?tag=<glob>` (Brine's, repeatable): only events whose tag matches one of the globs
+//!   ([`crate::events::filter`]); a resumed stream replays only those.
 //! * Body: `retry: 400`, then per event `id:`, `tag:` and `data:` lines and a blank line
 //!   (`id:` is Brine's addition). A client that reconnects with `Last-Event-ID` gets the events
 //!   it missed from the replay ring, or a `brine/events/lost` event saying which are gone.
@@ -26,7 +28,8 @@ use super::{session, Req};
 use crate::app::SharedApp;
 use crate::auth::TokenInfo;
 use crate::events::feed::{parse_last_id, StreamEvent};
-use crate::stream::{self, Owner, Render};
+use crate::events::filter::TagFilter;
+use crate::stream::{self, Owner, Render, Retune};
 
 /// rest_cherrypy 3008's answer to any query parameter on `/events`.
 pub const NO_QUERY: &str = "The /events endpoint takes no query parameters; in particular, tokens must not \
@@ -39,14 +42,14 @@ fn token(app: &SharedApp, req: &Req) -> Result<Option<String>, ApiError> {
     let Some(query) = req.query.as_deref().filter(|q| !q.is_empty()) else {
         return Ok(session::request_token(&req.headers));
     };
-    if !app.settings.brine.events_query_token {
-        return Err(ApiError::BadRequest(NO_QUERY.into()));
-    }
+    let legacy = app.settings.brine.events_query_token;
     let mut found = None;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
-            "token" | "salt_token" if !v.is_empty() => found = Some(v.into_owned()),
-            "token" | "salt_token" => {}
+            // The stream's filter, read by `stream`.
+            "tag" => {}
+            "token" | "salt_token" if legacy && !v.is_empty() => found = Some(v.into_owned()),
+            "token" | "salt_token" if legacy => {}
             _ => return Err(ApiError::BadRequest(NO_QUERY.into())),
         }
     }
@@ -59,12 +62,16 @@ pub async fn events(app: &SharedApp, req: &mut Req) -> Answer {
         Ok(c) => c,
         Err(e) => return e.into(),
     };
+    let filter = match TagFilter::from_query(req.query.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return e.into(),
+    };
     let marks = Marks {
         cookie: Some(session::session_cookie(&token)),
         private: false,
         user: Some(info.name.clone()),
     };
-    marks.answer(Ok(stream(app, req, token, info)))
+    marks.answer(Ok(stream(app, req, token, info, filter)))
 }
 
 /// The caller's token (query or session) and the master's record of it, or 401.
@@ -79,7 +86,13 @@ async fn caller(app: &SharedApp, req: &mut Req) -> Result<(String, TokenInfo), A
 }
 
 /// The stream's answer: headers now, the events as they come.
-fn stream(app: &SharedApp, req: &Req, token: String, info: TokenInfo) -> Response {
+fn stream(
+    app: &SharedApp,
+    req: &Req,
+    token: String,
+    info: TokenInfo,
+    filter: Option<TagFilter>,
+) -> Response {
     let mut resp = Response::new(Body::empty());
     let h = resp.headers_mut();
     h.insert(
@@ -95,7 +108,7 @@ fn stream(app: &SharedApp, req: &Req, token: String, info: TokenInfo) -> Respons
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_last_id);
-    let resume = app.hub.feed().resume(last_id);
+    let resume = app.hub.feed().resume(last_id, filter);
     let owner = Owner {
         token,
         user: info.name,
@@ -104,7 +117,7 @@ fn stream(app: &SharedApp, req: &Req, token: String, info: TokenInfo) -> Respons
         kind: "sse",
     };
     // A batch (what was waiting in the feed when the connection asked) goes out as one write.
-    let body = stream::open(app.clone(), owner, resume, Sse).map(|batch| {
+    let body = stream::open(app.clone(), owner, resume, Sse, Retune::default()).map(|batch| {
         let chunk = if batch.len() == 1 {
             batch.into_iter().next().unwrap_or_default()
         } else {

@@ -287,14 +287,38 @@ pub fn template(e: &Endpoint, cfg: &RouteConfig) -> String {
     }
 }
 
+/// Brine's query parameters, by documented path: (path, name, description).
+const QUERY: &[(&str, &str, &str)] = &[
+    ("/events", "tag", TAG),
+    ("/ws", "tag", TAG),
+    ("/ws/{token}", "tag", TAG),
+    ("/all_events/{token}", "tag", TAG),
+    ("/formatted_events/{token}", "tag", TAG),
+];
+
+const TAG: &str = "Only events whose tag matches one of these globs (repeatable; Salt's glob: \
+`*` crosses `/`). A WebSocket client can replace the filter at any time with a text message \
+{\"subscribe\": [\"<glob>\", ...]}.";
+
 fn operation(op: &Op, path: &str) -> Value {
     let mut o = Map::new();
     o.insert("summary".into(), json!(op.summary));
-    let params: Vec<Value> = path
+    let mut params: Vec<Value> = path
         .split('/')
         .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
+    if op.method == "get" {
+        params.extend(
+            QUERY
+                .iter()
+                .filter(|(p, ..)| *p == path)
+                .map(|(_, name, about)| {
+                    json!({"name": name, "in": "query", "required": false, "description": about,
+                "explode": true, "schema": {"type": "array", "items": {"type": "string"}}})
+                }),
+        );
+    }
     if !params.is_empty() {
         o.insert("parameters".into(), Value::Array(params));
     }

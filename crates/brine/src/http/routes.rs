@@ -159,8 +159,11 @@ impl Endpoint {
     /// files take any; other resources take none.
     pub fn takes_query(&self, query: Option<&str>) -> bool {
         match self {
+            // The streams read `tag` (tornado's sockets ignore any other parameter).
             Endpoint::Events
             | Endpoint::Ws(_)
+            | Endpoint::AllEvents(_)
+            | Endpoint::FormattedEvents(_)
             | Endpoint::App
             | Endpoint::Static(_)
             | Endpoint::Favicon => true,

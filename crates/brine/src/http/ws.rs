@@ -8,6 +8,12 @@
 //! * rest_tornado `/formatted_events/<token>`: starts a `grains.items` job on every minion with
 //!   the token, then sends the processed view in tornado's shape.
 //!
+//! Brine's own, on each of them: `?tag=<glob>` (repeatable) and a text message
+//! `{"subscribe": ["<glob>", …]}` (which replaces the filter, before or after the ready
+//! message) send only the events whose tag matches one of the globs
+//! ([`crate::events::filter`]); a `subscribe` the server cannot use is answered with
+//! `{"status": 400, "return": "<why>"}` and changes nothing.
+//!
 //! A missing or invalid token is a 401 before the upgrade. The socket closes with code 1008
 //! when the token expires or is revoked (the references keep it open), and is dropped when
 //! the client does not read fast enough (see [`crate::stream`]).
@@ -30,8 +36,9 @@ use super::routes::Endpoint;
 use super::{session, Req};
 use crate::app::{App, SharedApp};
 use crate::events::feed::StreamEvent;
+use crate::events::filter::TagFilter;
 use crate::events::formatted::{Flavor, SaltInfo};
-use crate::stream::{self, Owner, Render};
+use crate::stream::{self, Owner, Render, Retune};
 
 /// The message that starts the event flow.
 pub const READY: &str = "websocket client ready";
@@ -145,6 +152,7 @@ async fn upgrade(
         .check(&app.master, &token)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
+    let filter = TagFilter::from_query(req.query.as_deref())?;
     let marks = Marks {
         cookie: matches!(endpoint, Endpoint::Ws(_)).then(|| session::session_cookie(&token)),
         private: false,
@@ -172,7 +180,7 @@ async fn upgrade(
     let cherrypy = matches!(kind, Kind::CherryPlain | Kind::CherryFormatted);
     let mut resp = upgrade
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| run(app, socket, kind, owner));
+        .on_upgrade(move |socket| run(app, socket, kind, owner, filter));
     if cherrypy {
         // rest_cherrypy's (ws4py's) 101 carries these two besides the handshake's own.
         let h = resp.headers_mut();
@@ -188,12 +196,19 @@ async fn upgrade(
     Ok((resp, marks))
 }
 
-async fn run(app: SharedApp, socket: WebSocket, kind: Kind, mut owner: Owner) {
+async fn run(
+    app: SharedApp,
+    socket: WebSocket,
+    kind: Kind,
+    mut owner: Owner,
+    mut filter: Option<TagFilter>,
+) {
     let (mut sink, mut incoming) = socket.split();
     let kill = CancellationToken::new();
     owner.kill = Some(kill.clone());
     let mut owner = Some(owner);
     let mut frames: Option<Pin<Box<dyn Stream<Item = Vec<Utf8Bytes>> + Send>>> = None;
+    let retune = Retune::default();
     let mut ping = tokio::time::interval(stream::KEEPALIVE);
     ping.reset();
     // Sends one message unless the client stalls past the kill switch.
@@ -223,6 +238,24 @@ async fn run(app: SharedApp, socket: WebSocket, kind: Kind, mut owner: Owner) {
                     {
                         break;
                     }
+                    match TagFilter::from_message(text.as_str()) {
+                        // Before the ready message it is the filter the stream starts with.
+                        Some(Ok(f)) => {
+                            tracing::debug!(globs = ?f.globs(), "stream filter set by the client");
+                            if frames.is_none() {
+                                filter = Some(f);
+                            } else {
+                                retune.set(f);
+                            }
+                        }
+                        Some(Err(e)) => {
+                            let why = json!({"status": 400, "return": e.message()}).to_string();
+                            if !send!(Message::Text(Utf8Bytes::from(why))) {
+                                break;
+                            }
+                        }
+                        None => {}
+                    }
                     if text.as_str() == READY {
                         if let Some(owner) = owner.take() {
                             let render = match kind {
@@ -235,8 +268,8 @@ async fn run(app: SharedApp, socket: WebSocket, kind: Kind, mut owner: Owner) {
                                     WsRender::Formatted { info: SaltInfo::new(flavor), app: app.clone(), token: owner.token.clone() }
                                 }
                             };
-                            let resume = app.hub.feed().resume(None);
-                            frames = Some(Box::pin(stream::open(app.clone(), owner, resume, render)));
+                            let resume = app.hub.feed().resume(None, filter.take());
+                            frames = Some(Box::pin(stream::open(app.clone(), owner, resume, render, retune.clone())));
                         }
                     }
                 }

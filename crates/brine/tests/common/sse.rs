@@ -68,15 +68,20 @@ pub fn parse_sse(buf: &mut String) -> Vec<SseEvent> {
 
 /// Opens `GET /events` with the given extra headers.
 pub async fn open_sse(base: &str, headers: &[(&str, &str)]) -> SseStream {
+    open_sse_at(base, "/events", headers).await
+}
+
+/// Opens a stream at `path` (`/events?tag=…`) with the given extra headers.
+pub async fn open_sse_at(base: &str, path: &str, headers: &[(&str, &str)]) -> SseStream {
     use futures_util::StreamExt;
-    let mut b = client().get(format!("{base}/events"));
+    let mut b = client().get(format!("{base}{path}"));
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
     let r = b
         .send()
         .await
-        .unwrap_or_else(|e| panic!("GET {base}/events: {e}"));
+        .unwrap_or_else(|e| panic!("GET {base}{path}: {e}"));
     let status = r.status().as_u16();
     let hdrs = header_list(r.headers());
     let (tx, events) = tokio::sync::mpsc::unbounded_channel();
