@@ -20,6 +20,7 @@
 //!   [`publish grains.items`, every return on the bus].
 //! * `keys`: `GET /keys`; every minion must be accepted [`wheel key.list_all`].
 //! * `jobs`: `GET /jobs`; every expected jid must be listed [`runner jobs.list_jobs`].
+//! * `jobs-page`: `GET /jobs?limit=50` (Brine's paging): 50 jobs, newest first.
 //!
 //! With `--targets-file` (see [`crate::targets`]) worker w targets line w of the file and a
 //! complete answer is the exact set of ids on that line; without it, `*` and `--minions`.
@@ -77,6 +78,8 @@ pub enum Scenario {
     Keys,
     /// `GET /jobs` (the job cache's listing).
     Jobs,
+    /// `GET /jobs?limit=50` (Brine's paging): 50 jobs, newest first.
+    JobsPage,
 }
 
 impl Scenario {
@@ -92,6 +95,7 @@ impl Scenario {
             Scenario::Minions => "minions",
             Scenario::Keys => "keys",
             Scenario::Jobs => "jobs",
+            Scenario::JobsPage => "jobs-page",
         }
     }
 }
@@ -343,6 +347,24 @@ fn check_pings(ret: &Value, minions: usize) -> Result<usize, String> {
 }
 
 /// An answer map checked against a line: its exact ids, or (without ids) `minions` pings.
+/// A page of `n` jobs, newest first, each listed with its function.
+fn check_page(page: &Value, n: usize) -> Result<usize, String> {
+    let Some(jobs) = page.as_object() else {
+        return Err(format!("not a map of jobs: {}", short(page)));
+    };
+    if jobs.len() != n {
+        return Err(format!("{} jobs in a page of {n}", jobs.len()));
+    }
+    let jids: Vec<&String> = jobs.keys().collect();
+    if jids.windows(2).any(|w| w[0] <= w[1]) {
+        return Err("the page is not newest first".into());
+    }
+    match jobs.iter().find(|(_, j)| j.get("Function").is_none()) {
+        Some((jid, j)) => Err(format!("{jid} has no Function: {}", short(j))),
+        None => Ok(n),
+    }
+}
+
 fn check_line(ret: &Value, line: &Line, minions: usize, want: Want) -> Result<usize, String> {
     if line.ids.is_empty() {
         return check_pings(ret, minions);
@@ -636,6 +658,13 @@ impl Ctx {
             (Target::Raw(_), Scenario::Minions) => {
                 self.raw_job(line, "grains.items", Want::Grains).await
             }
+            (Target::Http { addr }, Scenario::JobsPage) => check_page(
+                &first_return(conn.get(addr, "/jobs?limit=50", token).await?)?,
+                50,
+            ),
+            (Target::Raw(_), Scenario::JobsPage) => {
+                Err("the raw master has no paging (jobs.list_jobs lists every job)".into())
+            }
             (Target::Raw(_), Scenario::Jobs) => {
                 let v = self.raw_runner("jobs.list_jobs", json!({})).await?;
                 check_line(&v, line, n, Want::Present)
@@ -765,7 +794,7 @@ pub async fn load(args: LoadArgs) -> Result<(), String> {
         Scenario::Runner | Scenario::Jobs | Scenario::Minions | Scenario::Lookup => raw,
         // With a targets file the run counts the find_job probes the target caused.
         Scenario::Local | Scenario::Batch => raw || args.targets_file.is_some(),
-        Scenario::Login | Scenario::Wheel | Scenario::Keys => false,
+        Scenario::Login | Scenario::Wheel | Scenario::Keys | Scenario::JobsPage => false,
     };
     let returns = if needs_bus {
         Some(Returns::start(&opts.bus_pub()).await?)

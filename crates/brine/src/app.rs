@@ -32,6 +32,8 @@ pub struct App {
     /// `minions.connected` answers shared by concurrent `local` calls of one caller (`None`
     /// when the master could not answer).
     pub connected_minions: crate::coalesce::Coalescer<Option<Vec<String>>>,
+    /// The job index behind `GET /jobs?limit=`.
+    pub jobs: Arc<crate::jobs::Jobs>,
     /// The master's runner functions, to answer a misspelt one at once.
     pub runner_functions: RunnerFunctions,
     /// Cancelled when Brine starts to stop (SIGTERM): streams end at once, cleanly, so that
@@ -61,12 +63,22 @@ impl App {
             ),
             connected_minions: crate::coalesce::Coalescer::new(Duration::from_secs(1)),
             runner_functions: RunnerFunctions::default(),
+            jobs: Arc::new(crate::jobs::Jobs::new(
+                crate::jobs::Jobs::cache_of(
+                    &settings.master_job_cache,
+                    &opts.cachedir,
+                    &opts.hash_type,
+                ),
+                b.job_index,
+                b.job_index_bytes,
+            )),
             stopping: tokio_util::sync::CancellationToken::new(),
             settings,
         });
         app.hub
             .start(opts.bus_pub(), app.settings.brine.event_ring_seconds);
         app.auth.follow_revocations(&app.hub);
+        app.jobs.start(app.hub.feed());
         app
     }
 
@@ -81,6 +93,7 @@ impl App {
             job_waiters: self.hub.waiters(),
             events_kept: self.hub.feed().kept(),
             streams_filtered: self.hub.feed().filtered_streams(),
+            job_index: self.jobs.size(),
         }
     }
 

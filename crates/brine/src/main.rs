@@ -17,6 +17,7 @@ mod error;
 mod events;
 mod http;
 mod jid;
+mod jobs;
 mod logging;
 mod lowstate;
 mod master;

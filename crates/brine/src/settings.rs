@@ -148,6 +148,10 @@ pub struct BrineSettings {
     pub stream_buffer_bytes: usize,
     /// Accept `/events?token=` (and `salt_token=`) as Salt releases before 3008.3 did (D5).
     pub events_query_token: bool,
+    /// Jobs the job index holds at most (0: no index).
+    pub job_index: usize,
+    /// Bytes the job index takes at most.
+    pub job_index_bytes: usize,
     /// Replace `X-Auth-Token` and `Cookie` in hook events with `<redacted>` (D4).
     pub hook_redact_auth_headers: bool,
     /// Serve `/metrics` without a session.
@@ -180,6 +184,8 @@ pub struct Settings {
     pub brine: BrineSettings,
     /// `utc_jid`.
     pub utc_jid: bool,
+    /// `master_job_cache`: the returner the master keeps its jobs with.
+    pub master_job_cache: String,
 }
 
 /// The listen backlog when neither `socket_queue_size` nor `queue_size` is set: room for a
@@ -275,6 +281,8 @@ impl Settings {
             stream_buffer_bytes: b.integer("stream_buffer_bytes", 64 << 20, 1 << 20, 1 << 40)?
                 as usize,
             events_query_token: b.boolean("events_query_token", false)?,
+            job_index: b.integer("job_index", 1_000_000, 0, 100_000_000)? as usize,
+            job_index_bytes: b.integer("job_index_bytes", 256 << 20, 1 << 20, 1 << 40)? as usize,
             hook_redact_auth_headers: b.boolean("hook_redact_auth_headers", true)?,
             metrics_disable_auth: b.boolean("metrics_disable_auth", false)?,
             enable_ssh: b.boolean("enable_ssh", ssh_listed)?,
@@ -289,6 +297,7 @@ impl Settings {
             rest,
             brine,
             utc_jid: top.boolean("utc_jid", false)?,
+            master_job_cache: top.string_or("master_job_cache", "local_cache")?,
         })
     }
 }

@@ -117,6 +117,8 @@ pub struct Live {
     pub events_kept: (usize, usize),
     /// Streams with a tag filter (each has a queue of its own).
     pub streams_filtered: usize,
+    /// Jobs in the job index, and its bytes.
+    pub job_index: (usize, usize),
 }
 
 /// How often the descriptor count is taken again: listing `/proc/self/fd` walks every
@@ -250,6 +252,8 @@ impl Stats {
                 "Requests/Second": if uptime > 0.0 { total as f64 / uptime } else { 0.0 },
                 "Streams Open": self.streams_open.load(Ordering::Relaxed),
                 "Streams Filtered": live.streams_filtered,
+                "Job Index Jobs": live.job_index.0,
+                "Job Index Bytes": live.job_index.1,
                 "Streams Dropped (slow client)": self.streams_dropped_slow.load(Ordering::Relaxed),
                 "Logins Throttled": self.logins_throttled.load(Ordering::Relaxed),
                 "Master Requests In Flight": live.master_in_flight,
@@ -346,6 +350,16 @@ impl Stats {
             gauge(self.streams_open.load(Ordering::Relaxed) as i64),
         );
         registry.register(
+            "job_index_jobs",
+            "Jobs in the job index behind GET /jobs?limit=",
+            gauge(live.job_index.0 as i64),
+        );
+        registry.register(
+            "job_index_bytes",
+            "Approximate bytes of the job index",
+            gauge(live.job_index.1 as i64),
+        );
+        registry.register(
             "streams_filtered",
             "Event streams with a tag filter",
             gauge(live.streams_filtered as i64),
@@ -435,6 +449,7 @@ mod tests {
             job_waiters: 0,
             events_kept: (3, 1200),
             streams_filtered: 1,
+            job_index: (7, 2000),
         };
         let text = s.prometheus(&live);
         assert!(
@@ -447,6 +462,7 @@ mod tests {
         assert!(text.contains("brine_event_bus_events_total 5"));
         assert!(text.contains("brine_open_fds "));
         assert!(text.contains("brine_streams_filtered 1"));
+        assert!(text.contains("brine_job_index_jobs 7"));
         let json = s.json(
             false,
             &live,

@@ -93,20 +93,7 @@ async fn master_stop_gives_503_and_restart_recovers_without_restarting_brine() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["return"][0], json!({"args": ["x"], "kwargs": {}}));
     // The streams opened before the restart carry the events of a job run after it.
-    let r = send(
-        &st.brine,
-        &Req::post_json(
-            "/",
-            &json!({"client": "local_async", "tgt": "m1", "fun": "test.ping"}),
-        )
-        .header("X-Auth-Token", &token),
-    )
-    .await;
-    let jid = r.json()["return"][0]["jid"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
-    assert_eq!(jid.len(), 20, "{}", r.text());
+    let jid = ping_async(&st.brine, &token, "m1").await;
     let ret = sse
         .next_tagged(&format!("salt/job/{jid}/ret/m1"), Duration::from_secs(30))
         .await;

@@ -161,6 +161,14 @@ impl Source {
         }
     }
 
+    /// Takes events again after a lag was reported, for a reader that catches up on what it
+    /// lost by other means (the job index rescans the cache); streams end instead.
+    pub fn recover(&mut self) {
+        if let Source::Filtered(f) = self {
+            f.sub.overflowed.store(false, Ordering::Relaxed);
+        }
+    }
+
     /// The filtered stream's entry, if the stream is filtered.
     pub fn filtered(&self) -> Option<&Arc<Filtered>> {
         match self {

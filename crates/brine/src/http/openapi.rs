@@ -287,13 +287,45 @@ pub fn template(e: &Endpoint, cfg: &RouteConfig) -> String {
     }
 }
 
-/// Brine's query parameters, by documented path: (path, name, description).
-const QUERY: &[(&str, &str, &str)] = &[
-    ("/events", "tag", TAG),
-    ("/ws", "tag", TAG),
-    ("/ws/{token}", "tag", TAG),
-    ("/all_events/{token}", "tag", TAG),
-    ("/formatted_events/{token}", "tag", TAG),
+/// Brine's query parameters, by documented path: (path, name, type, description); the type
+/// `array` is a repeatable parameter.
+const QUERY: &[(&str, &str, &str, &str)] = &[
+    ("/events", "tag", "array", TAG),
+    ("/ws", "tag", "array", TAG),
+    ("/ws/{token}", "tag", "array", TAG),
+    ("/all_events/{token}", "tag", "array", TAG),
+    ("/formatted_events/{token}", "tag", "array", TAG),
+    (
+        "/jobs",
+        "limit",
+        "integer",
+        "Page the job list: the newest N jobs (1-1000), newest first, \
+with _links.next while older ones match (Brine's; without it, every job as jobs.list_jobs)",
+    ),
+    (
+        "/jobs",
+        "before",
+        "string",
+        "With limit: only jobs older than this jid",
+    ),
+    (
+        "/jobs",
+        "fun",
+        "string",
+        "With limit: only jobs whose function matches this glob",
+    ),
+    (
+        "/jobs",
+        "user",
+        "string",
+        "With limit: only jobs of this user",
+    ),
+    (
+        "/jobs",
+        "tgt",
+        "string",
+        "With limit: only jobs whose target (or one of them) matches this glob",
+    ),
 ];
 
 const TAG: &str = "Only events whose tag matches one of these globs (repeatable; Salt's glob: \
@@ -313,9 +345,13 @@ fn operation(op: &Op, path: &str) -> Value {
             QUERY
                 .iter()
                 .filter(|(p, ..)| *p == path)
-                .map(|(_, name, about)| {
+                .map(|(_, name, kind, about)| {
+                    let schema = match *kind {
+                        "array" => json!({"type": "array", "items": {"type": "string"}}),
+                        other => json!({"type": other}),
+                    };
                     json!({"name": name, "in": "query", "required": false, "description": about,
-                "explode": true, "schema": {"type": "array", "items": {"type": "string"}}})
+                "schema": schema})
                 }),
         );
     }

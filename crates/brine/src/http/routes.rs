@@ -167,7 +167,13 @@ impl Endpoint {
             | Endpoint::App
             | Endpoint::Static(_)
             | Endpoint::Favicon => true,
-            Endpoint::Jobs(_) => query
+            // `timeout` is the reference's (ignored); the others are Brine's paging.
+            Endpoint::Jobs(None) => query.is_none_or(|q| {
+                form_urlencoded::parse(q.as_bytes()).all(|(k, _)| {
+                    ["timeout", "limit", "before", "fun", "user", "tgt"].contains(&k.as_ref())
+                })
+            }),
+            Endpoint::Jobs(Some(_)) => query
                 .is_none_or(|q| form_urlencoded::parse(q.as_bytes()).all(|(k, _)| k == "timeout")),
             _ => query.is_none_or(str::is_empty),
         }

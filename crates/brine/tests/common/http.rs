@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::reference::send_retrying_reference;
 
@@ -188,4 +188,23 @@ pub async fn fire_hook(base: &str, token: &str, path: &str, body: &Value) {
     )
     .await;
     assert_eq!(r.status, 200, "hook on {base}: {}", r.text());
+}
+
+/// Starts `test.ping` on `tgt` with `local_async` and returns its jid.
+pub async fn ping_async(base: &str, token: &str, tgt: &str) -> String {
+    let r = send(
+        base,
+        &Req::post_json(
+            "/",
+            &json!({"client": "local_async", "tgt": tgt, "fun": "test.ping"}),
+        )
+        .header("X-Auth-Token", token),
+    )
+    .await;
+    let jid = r.json()["return"][0]["jid"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(jid.len(), 20, "local_async on {base}: {}", r.text());
+    jid
 }

@@ -1,0 +1,230 @@
+//! Brine's job paging (`GET /jobs?limit=N`) against a real master whose job cache holds
+//! 10 000 jobs written by Salt's own `local_cache` returner (`scripts/seed-jobs`): a Brine
+//! started after the seeding indexes them at start, pages walk every job once, newest first,
+//! each listed exactly as `jobs.list_jobs` lists it; filters pick what `jobs.list_jobs`
+//! would; a job started through the bus shows up at once; and a user the master does not
+//! let run `jobs.list_jobs` is refused exactly as `GET /jobs` refuses them (and as the
+//! reference does).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // for its helpers; see clippy.toml
+
+pub mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Map, Value};
+
+const SEEDED: usize = 10_000;
+
+fn st() -> &'static Stack {
+    stack_with(StackOpts {
+        minions: 1,
+        ..StackOpts::default()
+    })
+}
+
+/// Writes `count` jobs into the master's job cache; their jids, oldest first.
+fn seed(st: &Stack, count: usize) -> Vec<String> {
+    let started = Instant::now();
+    let out = Command::new(st.venv.join("bin/python"))
+        .arg(repo().join("scripts/seed-jobs"))
+        .arg("--master-config")
+        .arg(st.info["master_config"].as_str().expect("master_config"))
+        .args(["--count", &count.to_string(), "--minion", "m1"])
+        .output()
+        .expect("seed-jobs");
+    assert!(
+        out.status.success(),
+        "seed-jobs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(jids.len(), count);
+    eprintln!(
+        "seeded {count} jobs in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    jids
+}
+
+async fn get(base: &str, token: &str, path: &str) -> Resp {
+    send(base, &Req::get(path).header("X-Auth-Token", token)).await
+}
+
+/// Every page from `first`, following `_links.next`: the jobs in the order served.
+async fn walk(base: &str, token: &str, first: &str, limit: usize) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut path = Some(first.to_owned());
+    let mut pages = 0;
+    while let Some(p) = path {
+        let r = get(base, token, &p).await;
+        assert_eq!(r.status, 200, "{p}: {}", r.text());
+        let body = r.json();
+        let jobs = body["return"][0]
+            .as_object()
+            .expect("a map of jobs")
+            .clone();
+        assert!(jobs.len() <= limit, "{p}: {} jobs", jobs.len());
+        out.extend(jobs);
+        path = body["_links"]["next"].as_str().map(str::to_owned);
+        if path.is_some() {
+            assert_eq!(
+                body["return"][0].as_object().map(Map::len),
+                Some(limit),
+                "{p}"
+            );
+        }
+        pages += 1;
+        assert!(pages <= 100_000 / limit.max(1) + 2, "no end of pages");
+    }
+    out
+}
+
+#[tokio::test]
+async fn pages_walk_the_job_cache_as_jobs_list_jobs_lists_it() {
+    let st = st();
+    let seeded = seed(st, SEEDED);
+    // This Brine starts after the seeding: its index comes from the scan of the cache.
+    let brine = st.spawn_extra_brine("jobs-index");
+    let token = login(&brine.url, &st.creds()).await;
+    // The first paged request asks the master whether this token may list jobs: a runner
+    // job of its own, which the master stores when it ends. Once the index has it, the walk
+    // and the master's listing below see the same cache.
+    let r = get(&brine.url, &token, "/jobs?limit=1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get(
+        &brine.url,
+        &token,
+        "/jobs?limit=1&fun=runner.jobs.list_jobs",
+    )
+    .await
+    .json()["return"][0]
+        .as_object()
+        .is_none_or(Map::is_empty)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the access check's job never showed up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    let paged = walk(&brine.url, &token, "/jobs?limit=1000", 1000).await;
+    eprintln!(
+        "walked {} jobs in {:.2} s",
+        paged.len(),
+        started.elapsed().as_secs_f64()
+    );
+    // The master's own listing of the same cache.
+    let all = get(&brine.url, &token, "/jobs").await;
+    assert_eq!(all.status, 200, "{}", all.text());
+    let all = all.json()["return"][0].as_object().cloned().expect("jobs");
+    assert!(all.len() >= SEEDED, "{} jobs listed", all.len());
+    let mut want: Vec<&String> = all.keys().collect();
+    want.sort();
+    want.reverse();
+    let got: Vec<&String> = paged.iter().map(|(j, _)| j).collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "paged {} of {} jobs",
+        got.len(),
+        want.len()
+    );
+    assert_eq!(got, want, "every job once, newest first");
+    for (jid, job) in &paged {
+        assert_eq!(Some(job), all.get(jid), "{jid} as jobs.list_jobs lists it");
+    }
+    assert!(seeded.iter().all(|j| all.contains_key(j)));
+
+    // Filters: what jobs.list_jobs' entries say, newest first.
+    let filtered = walk(
+        &brine.url,
+        &token,
+        "/jobs?limit=500&fun=state.*&user=alice&tgt=web*",
+        500,
+    )
+    .await;
+    let mut want: Vec<&String> = all
+        .iter()
+        .filter(|(_, j)| {
+            j["Function"] == "state.apply" && j["User"] == "alice" && j["Target"] == "web*"
+        })
+        .map(|(jid, _)| jid)
+        .collect();
+    want.sort();
+    want.reverse();
+    assert!(!want.is_empty());
+    assert_eq!(filtered.iter().map(|(j, _)| j).collect::<Vec<_>>(), want);
+    // `before` starts below a jid.
+    let mid = &seeded[SEEDED / 2];
+    let r = get(&brine.url, &token, &format!("/jobs?limit=3&before={mid}")).await;
+    let page: Vec<String> = r.json()["return"][0]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        page,
+        vec![
+            seeded[SEEDED / 2 - 1].clone(),
+            seeded[SEEDED / 2 - 2].clone(),
+            seeded[SEEDED / 2 - 3].clone()
+        ]
+    );
+
+    // A job started now is on the first page as soon as its load is in the cache.
+    let jid = ping_async(&brine.url, &token, "m1").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = get(&brine.url, &token, "/jobs?limit=1&fun=test.ping").await;
+        let first = r.json()["return"][0]
+            .as_object()
+            .and_then(|m| m.keys().next().cloned());
+        if first.as_deref() == Some(jid.as_str()) {
+            assert_eq!(r.json()["return"][0][&jid]["Target"], "m1", "{}", r.text());
+            break;
+        }
+        assert!(Instant::now() < deadline, "{jid} not indexed: {}", r.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn bad_pages_and_refusals() {
+    let st = st();
+    let token = login(&st.brine, &st.creds()).await;
+    for (path, status) in [
+        ("/jobs?limit=0", 400),
+        ("/jobs?limit=1001", 400),
+        ("/jobs?limit=ten", 400),
+        ("/jobs?fun=test.*", 400),
+        ("/jobs?limit=5&fun=", 400),
+        // Unknown parameters are CherryPy's 404, as before.
+        ("/jobs?limit=5&page=2", 404),
+    ] {
+        let r = get(&st.brine, &token, path).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+    }
+    // A user the master does not let run runners: refused as GET /jobs refuses them, here
+    // and in the reference.
+    let limited = json!({"username": "limited", "password": "x", "eauth": "auto"});
+    let (b, c) = (
+        login(&st.brine, &limited).await,
+        login(&st.cherry, &limited).await,
+    );
+    let plain = get(&st.brine, &b, "/jobs").await;
+    let paged = get(&st.brine, &b, "/jobs?limit=5").await;
+    let reference = get(&st.cherry, &c, "/jobs").await;
+    assert_ne!(plain.status, 200, "{}", plain.text());
+    assert_eq!(shape(&paged), shape(&plain));
+    assert_eq!(shape(&paged), shape(&reference));
+    // No token: 401 before anything else.
+    let r = send(&st.brine, &Req::get("/jobs?limit=5")).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+}
