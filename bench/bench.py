@@ -202,6 +202,17 @@ class Watch:
 # The stack
 
 
+def terminate(proc, grace):
+    """SIGTERM, then SIGKILL after `grace` seconds; waits for the process either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Stack:
     def __init__(self, minions, bin_dir, minion_extra, master_extra, references=True, prefix="brine-bench-",
                  salt_nice=0):
@@ -241,7 +252,7 @@ class Stack:
         log_path = os.path.join(self.root, "logs", "brine.out")
         proc = subprocess.Popen(
             [os.path.join(self.bin_dir, "brine"), "-c", self.info["config_dir"], "--port", str(port), "-l", "warning"],
-            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+            stdout=subprocess.DEVNULL, stderr=open(log_path, "a"))
         with open(os.path.join(self.root, "pids", "brine.pid"), "w") as f:
             f.write(str(proc.pid))
         base = f"http://127.0.0.1:{port}"
@@ -253,6 +264,12 @@ class Stack:
                 time.sleep(0.1)
         self.brine_proc = proc
         return base
+
+    def restart_brine(self):
+        """Stops Brine and starts it again: a new process, which reads the job cache afresh."""
+        terminate(self.brine_proc, 30)
+        self.urls["brine"] = self.start_brine()
+        self.pids["brine"] = self.brine_proc.pid
 
     def stop(self):
         subprocess.run([self.py, os.path.join(REPO, "scripts", "saltstack.py"), "stop", "--root", self.root],

@@ -36,8 +36,9 @@ target/scale-smoke.md; fails when a Brine or raw request failed or Brine's SSE m
 
 import argparse
 import datetime
+import importlib.machinery
+import importlib.util
 import json
-import multiprocessing
 import os
 import re
 import resource
@@ -49,7 +50,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # bench/bench.py: the stack, process sampling, formatting.
 from bench import (LABEL, REPO, TARGETS, Stack, Watch, fmt, ints, login, machine, median,  # noqa: E402
-                   ratio, settle, sse_command, update_readme, write_result)
+                   ratio, settle, sse_command, terminate, update_readme, write_result)
+
+# scripts/seed-jobs: the job cache seeder (a script without the .py suffix; registered as a
+# module so that its worker processes find its functions).
+_loader = importlib.machinery.SourceFileLoader("seed_jobs", os.path.join(REPO, "scripts", "seed-jobs"))
+SEED = importlib.util.module_from_spec(importlib.util.spec_from_loader("seed_jobs", _loader))
+sys.modules["seed_jobs"] = SEED
+_loader.exec_module(SEED)
 
 README_BEGIN = "<!-- scale:begin -->"
 README_END = "<!-- scale:end -->"
@@ -61,6 +69,9 @@ NO_CLIENT = {
     ("sse", "raw"): "the reference itself (the driver's bus subscription)",
     ("batch", "rest_tornado"): "saltnado has no local_batch client",
     ("keys", "rest_tornado"): "saltnado has no /keys",
+    ("page", "raw"): "jobs.list_jobs has no paging (see jobs-K)",
+    ("page", "rest_cherrypy"): "no paging: its GET /jobs is jobs-K",
+    ("page", "rest_tornado"): "no paging: its GET /jobs is jobs-K",
 }
 
 
@@ -154,52 +165,20 @@ class Swarm:
         log(f"{count} minions ({prefix}*) up in {self.up_seconds:.0f} s")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 60)
 
 
 # --------------------------------------------------------------------------
 # The master's job cache, seeded in its own format
 
 
-def _seed_init(master_config):
-    import salt.config
-    import salt.returners.local_cache as local_cache
-    local_cache.__opts__ = salt.config.master_config(master_config)
-    global _LOCAL_CACHE
-    _LOCAL_CACHE = local_cache
-
-
-def _seed_chunk(job):
-    jids, minion = job
-    lc = _LOCAL_CACHE
-    for jid in jids:
-        lc.prep_jid(passed_jid=jid)
-        lc.save_load(jid, {"jid": jid, "fun": "test.ping", "arg": [], "tgt": minion, "tgt_type": "glob",
-                           "user": "saltdev", "ret": ""}, minions=[minion])
-        lc.returner({"jid": jid, "id": minion, "fun": "test.ping", "return": True, "retcode": 0,
-                     "success": True})
-    return len(jids)
-
-
 def seed_jobs(stack, first, count, minion):
-    """Writes `count` finished test.ping jobs (one return each) into the master's job cache with
-    Salt's own local_cache returner; jids within the last hours (the master keeps 24 h), one
-    every 20 ms, numbered from `first` so that seeding more later adds to them. Returns the jids."""
-    base = datetime.datetime.now() - datetime.timedelta(hours=3)
-    jids = [(base + datetime.timedelta(milliseconds=20 * i)).strftime("%Y%m%d%H%M%S%f")
-            for i in range(first, first + count)]
+    """Writes `count` finished jobs (one return each) into the master's job cache with Salt's
+    own local_cache returner (scripts/seed-jobs), numbered from `first` so that seeding more
+    later adds to them. Returns the jids."""
     started = time.monotonic()
-    chunks = [(jids[i:i + 500], minion) for i in range(0, len(jids), 500)]
-    with multiprocessing.get_context("fork").Pool(max(1, os.cpu_count() or 1), _seed_init,
-                                                  (stack.master_config,)) as pool:
-        done = sum(pool.imap_unordered(_seed_chunk, chunks))
-    log(f"seeded {done} jobs into the master's job cache in {time.monotonic() - started:.0f} s")
+    jids = SEED.seed(stack.master_config, first, count, minion)
+    log(f"seeded {count} jobs into the master's job cache in {time.monotonic() - started:.0f} s")
     return jids
 
 
@@ -234,9 +213,9 @@ def failed(target, scenario, p, why=None):
             "first_error": why or (p.stderr.strip().splitlines() or ["driver failed"])[-1]}
 
 
-def run_load(stack, target, scenario, driver_scenario, targets_file, timeout, conc=1, extra=()):
+def run_load(stack, target, scenario, driver_scenario, targets_file, timeout, conc=1, extra=(), requests=1):
     cmd = [stack.driver, "load", "--name", target, "--master-config", stack.master_config,
-           "--scenario", driver_scenario, "--concurrency", str(conc), "--requests", "1",
+           "--scenario", driver_scenario, "--concurrency", str(conc), "--requests", str(requests),
            "--targets-file", targets_file, "--timeout", str(int(timeout)), *extra]
     if target != "raw":
         cmd += ["--url", stack.urls[target]]
@@ -278,6 +257,22 @@ def run_sse(stack, target, token, clients, targets_file, timeout, args):
     res = measured(stack, target, go)
     res["scenario"] = "sse"
     return res
+
+
+def wait_index(url, token, limit=600):
+    """Seconds until Brine answers `GET /jobs?limit=1` (its job index has scanned the cache)."""
+    import urllib.request
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        req = urllib.request.Request(url + "/jobs?limit=1", headers={"X-Auth-Token": token,
+                                                                     "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=limit) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    return time.monotonic() - started
 
 
 def describe(res):
@@ -381,6 +376,14 @@ def one_size(n, args, bin_dir):
                 jobs_timeout = args.jobs_timeout + k * args.jobs_timeout_per_job
                 rounds("jobs", lambda t, path=path, jobs_timeout=jobs_timeout:
                        run_load(stack, t, f"jobs-{k}", "jobs", path, jobs_timeout), label=f"jobs-{k}")
+                if "brine" in targets:
+                    # The seeder wrote the jobs without announcing them on the bus: a Brine
+                    # started now indexes them with its scan of the cache.
+                    stack.restart_brine()
+                    info[f"index_seconds_{k}"] = wait_index(stack.urls["brine"], tokens["brine"])
+                    log(f"Brine's job index of {len(seeded)} jobs loaded in {info[f'index_seconds_{k}']:.1f} s")
+                    rounds("page", lambda t: run_load(stack, t, f"page-{k}", "jobs-page", path, 60,
+                                                      requests=args.page_requests), label=f"page-{k}")
         # Last: 20 000 returns and more overload this master for minutes.
         if "ping20" in wanted:
             rounds("ping20", lambda t: run_load(stack, t, "ping20", "local", files["slices"], timeout, conc=20))
@@ -417,6 +420,8 @@ def summary(rs):
         "seconds": median([r.get("seconds") for r in ok]),
         "p50_ms": median([r.get("p50_ms") for r in ok]),
         "max_ms": median([r.get("p99_ms") for r in ok]),
+        "p99_ms": median([r.get("p99_ms") for r in ok]),
+        "requests": sum(r.get("ok") or 0 for r in ok),
         "entries": (min((r["entries_min"] for r in ok if r.get("entries_min") is not None), default=None),
                     max((r["entries_max"] for r in ok if r.get("entries_max") is not None), default=None)),
         "bytes": median([r.get("bytes_mean") for r in ok]),
@@ -455,7 +460,7 @@ def load_table(s, sizes):
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (n, sc, t), v in s.items():
-        if sc == "sse":
+        if sc == "sse" or sc.startswith("page-"):
             continue
         if "na" in v:
             lines.append(f"| {n} | {sc} | {LABEL[t]} | n/a: {v['na']} | | | | | | | | |")
@@ -489,8 +494,31 @@ def sse_table(s):
     return lines
 
 
+def page_table(s, infos):
+    lines = ["| jobs in the cache | target | index loaded after start | requests | p50 | p99 | "
+             "server peak RSS | the same cache through `GET /jobs` (jobs.list_jobs) | failures |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (n, sc, t), v in s.items():
+        if not sc.startswith("page-") or "na" in v:
+            continue
+        k = sc.split("-", 1)[1]
+        info = next((i for i in infos if i["size"] == n), {})
+        full = ", ".join(f"{LABEL[r]} {fmt(s.get((n, f'jobs-{k}', r), {}).get('seconds'), ' s', 1)}"
+                         for r in ("brine", "rest_cherrypy", "rest_tornado", "raw")
+                         if (n, f"jobs-{k}", r) in s and "na" not in s[(n, f"jobs-{k}", r)])
+        lines.append(f"| {int(k):,} | {LABEL[t]} | {fmt(info.get(f'index_seconds_{k}'), ' s', 1)} | "
+                     f"{v.get('requests')} | {fmt(v['p50_ms'], ' ms', 1)} | {fmt(v['p99_ms'], ' ms', 1)} | "
+                     f"{fmt(v['server_peak_rss_mib'], ' MiB')} | {full} | "
+                     f"{short_error(v) if v['errors'] else '0'} |")
+    return lines
+
+
 def goals(s, sizes):
     out = []
+    for (n, sc, t), v in s.items():
+        if sc == "page-100000" and t == "brine" and "na" not in v:
+            out.append(("`GET /jobs?limit=50` on 100 000 cached jobs: p99 under 50 ms",
+                        f"p99 {fmt(v['p99_ms'], ' ms', 1)}", v["p99_ms"] is not None and v["p99_ms"] < 50))
     for n in sizes:
         b, raw = s.get((n, "ping", "brine")), s.get((n, "ping", "raw"))
         if b and raw and "na" not in b and b["seconds"] and raw["seconds"]:
@@ -561,6 +589,13 @@ def report(args, rows, infos, bin_kind, elapsed):
               "straight to the master); delay of each `salt/job/<jid>/ret/<id>` event on each stream after "
               "the driver's own subscription to the master's bus got it.", ""]
     lines += sse_table(s)
+    if any(sc.startswith("page-") for (_, sc, _) in s):
+        lines += ["", "## Paging the job list", "",
+                  "`GET /jobs?limit=50` from Brine's job index (requests one after another, each "
+                  "checked: 50 jobs, newest first), after Brine restarted on the seeded cache (the "
+                  "seeder does not announce jobs on the bus); beside it, the time of one "
+                  "`GET /jobs` on the same cache (`jobs-K` above).", ""]
+        lines += page_table(s, infos)
     lines += ["", "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
     for g in goals(s, sizes):
         lines.append(f"| {g[0]} | {g[1]} | {'yes' if g[2] else '**no**'} |")
@@ -579,6 +614,7 @@ def main():
     ap.add_argument("--sse-connect-timeout", type=int, default=60, help="seconds for all streams to open")
     ap.add_argument("--sse-drain", type=int, default=10, help="seconds for late events after the last return")
     ap.add_argument("--job-cache", type=ints, default=[10000, 100000], help="job cache sizes for `jobs`")
+    ap.add_argument("--page-requests", type=int, default=200, help="`GET /jobs?limit=50` requests per page run")
     ap.add_argument("--timeout", type=float, default=120, help="limit for one request, seconds, plus ...")
     ap.add_argument("--timeout-per-minion", type=float, default=0.03, help="... this per minion of the size")
     ap.add_argument("--jobs-timeout", type=float, default=120, help="limit for `GET /jobs`, seconds, plus ...")
