@@ -19,7 +19,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use salt_wire::event::{BusAddr, Event, Subscription};
@@ -29,6 +29,10 @@ use crate::events::feed::{Feed, StreamEvent};
 
 /// Runner events remembered for late registrations.
 pub const RECENT: usize = 2048;
+/// How long a runner event is remembered: a waiter registers as soon as the master has
+/// answered the runner call, so seconds cover the race, and a large runner return (a
+/// `jobs.list_jobs` of a big cache, hundreds of megabytes parsed) does not stay in memory.
+pub const RECENT_AGE: Duration = Duration::from_secs(30);
 /// Capacity of one waiter's queue.
 pub const WAITER_QUEUE: usize = 8192;
 
@@ -51,7 +55,8 @@ struct Inner {
     waiters: Mutex<HashMap<String, Vec<Arc<Waiter>>>>,
     /// How many waiters `waiters` holds (read by `/stats` without the lock).
     waiter_count: AtomicUsize,
-    recent: Mutex<VecDeque<(String, Arc<Event>)>>,
+    /// Recent runner events: (jid, event, when it came).
+    recent: Mutex<VecDeque<(String, Arc<Event>, Instant)>>,
     next_id: AtomicU64,
     feed: Feed,
     connected: watch::Sender<bool>,
@@ -78,6 +83,11 @@ impl JidWatch {
     pub async fn recv(&mut self) -> Option<HubMsg> {
         self.rx.recv().await
     }
+
+    /// An event already queued, if any.
+    pub fn try_recv(&mut self) -> Option<HubMsg> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Drop for JidWatch {
@@ -93,6 +103,15 @@ impl Drop for JidWatch {
                 waiters.remove(&self.jid);
             }
         }
+    }
+}
+
+fn expire_recent(recent: &mut VecDeque<(String, Arc<Event>, Instant)>, now: Instant) {
+    while recent
+        .front()
+        .is_some_and(|(_, _, at)| now.saturating_duration_since(*at) > RECENT_AGE)
+    {
+        recent.pop_front();
     }
 }
 
@@ -139,7 +158,7 @@ impl Hub {
             // takes, so no event can slip between the replay and the registration.
             let mut waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
             let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-            for (j, ev) in recent.iter() {
+            for (j, ev, _) in recent.iter() {
                 if j == jid {
                     let _ = waiter.tx.try_send(HubMsg::Event(ev.clone()));
                 }
@@ -205,7 +224,9 @@ impl Hub {
                 if recent.len() >= RECENT {
                     recent.pop_front();
                 }
-                recent.push_back((jid.to_owned(), event.clone()));
+                let now = Instant::now();
+                expire_recent(&mut recent, now);
+                recent.push_back((jid.to_owned(), event.clone(), now));
             }
             if let Some(list) = waiters.get(jid) {
                 for w in list {
@@ -220,6 +241,13 @@ impl Hub {
         self.inner.feed.publish(event);
     }
 
+    /// Forgets runner events older than [`RECENT_AGE`] (dispatch does it too; the ticker of
+    /// [`Hub::start`] does it on a quiet bus).
+    fn expire_recent(&self, now: Instant) {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        expire_recent(&mut recent, now);
+    }
+
     fn notify_gap(&self) {
         let waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
         for list in waiters.values() {
@@ -229,21 +257,23 @@ impl Hub {
         }
     }
 
-    /// Starts the hub's tasks: the bus subscription at `addr` and, when kept events age out
-    /// after `max_age` (zero: never), a ticker that ages them out while the bus is quiet too.
+    /// Starts the hub's tasks: the bus subscription at `addr`, and a ticker that ages out
+    /// what is kept while the bus is quiet too: recent runner events, and the feed's kept
+    /// events after `max_age` (zero: never).
     pub fn start(&self, addr: BusAddr, max_age: Duration) {
         self.feed().set_max_age(max_age);
         tokio::spawn(self.clone().run(addr));
-        if !max_age.is_zero() {
-            let hub = self.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                hub.expire_recent(Instant::now());
+                if !max_age.is_zero() {
                     hub.feed().expire();
                 }
-            });
-        }
+            }
+        });
     }
 
     /// Owns the bus subscription for the life of the process.
@@ -345,6 +375,10 @@ mod tests {
         let mut w = hub.watch("9");
         assert!(matches!(w.recv().await, Some(HubMsg::Event(e)) if e.tag == "salt/run/9/new"));
         assert!(matches!(w.recv().await, Some(HubMsg::Event(e)) if e.tag == "salt/run/9/ret"));
+        // Past their age they are gone (a big runner return does not stay in memory).
+        hub.expire_recent(Instant::now() + RECENT_AGE + Duration::from_secs(1));
+        let mut late = hub.watch("9");
+        assert!(late.try_recv().is_none());
     }
 
     #[tokio::test]
