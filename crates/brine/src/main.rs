@@ -15,6 +15,7 @@ mod cpstats;
 mod daemon;
 mod error;
 mod events;
+mod follow;
 mod http;
 mod jid;
 mod jobs;

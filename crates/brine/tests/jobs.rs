@@ -4,7 +4,10 @@
 //! each listed exactly as `jobs.list_jobs` lists it; filters pick what `jobs.list_jobs`
 //! would; a job started through the bus shows up at once; and a user the master does not
 //! let run `jobs.list_jobs` is refused exactly as `GET /jobs` refuses them (and as the
-//! reference does).
+//! reference does). Then one job followed to its end: `GET /jobs/<jid>/status` while it runs
+//! and after, `GET /jobs/<jid>?wait=` answering within 100 ms of the last return (timed
+//! against the return on an event stream), and a stopped minion reported `missing` once
+//! Salt's rules give up on it (the master's `timeout` and `gather_job_timeout` are 2 s here).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // for its helpers; see clippy.toml
 
@@ -20,7 +23,8 @@ const SEEDED: usize = 10_000;
 
 fn st() -> &'static Stack {
     stack_with(StackOpts {
-        minions: 1,
+        minions: 2,
+        extra_config: "timeout: 2\ngather_job_timeout: 2",
         ..StackOpts::default()
     })
 }
@@ -114,6 +118,10 @@ async fn pages_walk_the_job_cache_as_jobs_list_jobs_lists_it() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The pages come from the index (not from jobs.list_jobs, which Brine falls back to).
+    let stats = get(&brine.url, &token, "/stats").await.json();
+    let indexed = stats["Brine"]["Job Index Jobs"].as_u64().unwrap_or(0);
+    assert!(indexed >= SEEDED as u64, "{indexed} jobs in the index: {}", stats["Brine"]);
     let started = Instant::now();
     let paged = walk(&brine.url, &token, "/jobs?limit=1000", 1000).await;
     eprintln!(
@@ -224,7 +232,135 @@ async fn bad_pages_and_refusals() {
     assert_ne!(plain.status, 200, "{}", plain.text());
     assert_eq!(shape(&paged), shape(&plain));
     assert_eq!(shape(&paged), shape(&reference));
+    // And as GET /jobs/<jid> refuses them, for the one-job routes.
+    let jid = "20200101000000000000";
+    let plain = get(&st.brine, &b, &format!("/jobs/{jid}")).await;
+    let reference = get(&st.cherry, &c, &format!("/jobs/{jid}")).await;
+    assert_ne!(plain.status, 200, "{}", plain.text());
+    assert_eq!(shape(&plain), shape(&reference));
+    for path in [format!("/jobs/{jid}/status"), format!("/jobs/{jid}?wait=5")] {
+        let r = get(&st.brine, &b, &path).await;
+        assert_eq!(shape(&r), shape(&plain), "{path}");
+    }
     // No token: 401 before anything else.
     let r = send(&st.brine, &Req::get("/jobs?limit=5")).await;
     assert_eq!(r.status, 401, "{}", r.text());
+}
+
+async fn status(base: &str, token: &str, jid: &str) -> Value {
+    let r = get(base, token, &format!("/jobs/{jid}/status")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["return"][0].clone()
+}
+
+#[tokio::test]
+async fn a_job_followed_to_its_end() {
+    let st = st();
+    let token = login(&st.brine, &st.creds()).await;
+    // The return as an event stream sees it: the reference time of `wait`.
+    let mut rets = open_sse_at(
+        &st.brine,
+        "/events?tag=salt/job/*/ret/m1",
+        &[("X-Auth-Token", &token)],
+    )
+    .await;
+    let r = send(
+        &st.brine,
+        &Req::post_json(
+            "/",
+            &json!({"client": "local_async", "tgt": "m1", "fun": "test.sleep", "arg": [2]}),
+        )
+        .header("X-Auth-Token", &token),
+    )
+    .await;
+    let jid = r.json()["return"][0]["jid"]
+        .as_str()
+        .expect("jid")
+        .to_owned();
+    let running = status(&st.brine, &token, &jid).await;
+    assert_eq!(
+        running,
+        json!({"jid": jid, "state": "running", "minions": ["m1"], "returned": [], "missing": []})
+    );
+    let waited = get(&st.brine, &token, &format!("/jobs/{jid}?wait=30")).await;
+    let answered = Instant::now();
+    assert_eq!(waited.status, 200, "{}", waited.text());
+    assert_eq!(
+        waited.json()["return"][0],
+        json!({"m1": true}),
+        "{}",
+        waited.text()
+    );
+    let ret = rets
+        .next_tagged(&format!("salt/job/{jid}/ret/m1"), Duration::from_secs(5))
+        .await
+        .expect("the return on the stream");
+    let _ = ret;
+    let returned_at = Instant::now();
+    // The stream may deliver after the answer or before it: either way, within 100 ms.
+    let apart = answered.max(returned_at) - answered.min(returned_at);
+    assert!(
+        apart < Duration::from_millis(100),
+        "wait answered {apart:?} from the return"
+    );
+    rets.task.abort();
+    assert_eq!(
+        status(&st.brine, &token, &jid).await,
+        json!({"jid": jid, "state": "complete", "minions": ["m1"], "returned": ["m1"], "missing": []})
+    );
+    // A job that is not over in time: the record as it stands after `wait`.
+    let jid = {
+        let r = send(
+            &st.brine,
+            &Req::post_json(
+                "/",
+                &json!({"client": "local_async", "tgt": "m1", "fun": "test.sleep", "arg": [4]}),
+            )
+            .header("X-Auth-Token", &token),
+        )
+        .await;
+        r.json()["return"][0]["jid"]
+            .as_str()
+            .expect("jid")
+            .to_owned()
+    };
+    let started = Instant::now();
+    let r = get(&st.brine, &token, &format!("/jobs/{jid}?wait=1")).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["return"][0], json!({}), "{}", r.text());
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    // Unknown jobs, and the bounds of wait.
+    let unknown = status(&st.brine, &token, "20200101000000000000").await;
+    assert_eq!(unknown["state"], "unknown", "{unknown}");
+    for bad in ["0", "-1", "x", "100000"] {
+        let r = get(&st.brine, &token, &format!("/jobs/{jid}?wait={bad}")).await;
+        assert_eq!(r.status, 400, "wait={bad}: {}", r.text());
+    }
+
+    // A minion that is down: missing once the rules give up (timeout 2 s, one probe round,
+    // gather_job_timeout 2 s).
+    let pid = st.info["pids"]["m2"].as_i64().unwrap_or(0);
+    assert!(pid > 1);
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pid}")])
+        .status();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let jid = ping_async(&st.brine, &token, "*").await;
+    let started = Instant::now();
+    let r = get(&st.brine, &token, &format!("/jobs/{jid}?wait=30")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["return"][0], json!({"m1": true}), "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let done = status(&st.brine, &token, &jid).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(done["returned"], json!(["m1"]), "{done}");
+    assert_eq!(done["missing"], json!(["m2"]), "{done}");
 }

@@ -133,6 +133,21 @@ impl Gather {
         self.expected.iter().filter(|m| !self.found.contains(*m))
     }
 
+    /// The job's jid.
+    pub fn jid(&self) -> &str {
+        &self.jid
+    }
+
+    /// The minions expected to return, in the order they became known.
+    pub fn expected(&self) -> &[String] {
+        &self.expected
+    }
+
+    /// The minions that returned, in the order they did.
+    pub fn returned(&self) -> impl Iterator<Item = &str> {
+        self.returns.iter().map(|(id, _)| id.as_str())
+    }
+
     /// An event of the job's own jid, seen at `now`.
     pub fn on_event(&mut self, ev: &Event, now: Instant) {
         self.last_event = now;

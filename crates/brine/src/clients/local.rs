@@ -257,7 +257,19 @@ pub(super) async fn run_and_gather(
         tracing::warn!(ours = %call.jid, theirs = %jid, "master replaced the job id");
         watch = app.hub.watch(&jid);
     }
-    let gathered = gather(app, call, &jid, &minions, missing, watch).await?;
+    let opts = &app.settings.master;
+    let timing = Timing {
+        timeout: call.timeout,
+        gather_job_timeout: call.gather_job_timeout,
+        order_masters: opts.order_masters,
+        syndic_wait: opts.syndic_wait,
+    };
+    let probes = Probes {
+        kwargs: &call.kwargs,
+        gather_job_timeout: call.gather_job_timeout,
+    };
+    let g = Gather::new(&jid, &minions, missing, timing, Instant::now());
+    let gathered = gather(app, &probes, g, watch, &mut |_| {}).await?;
     Ok(Some(Job {
         jid,
         minions,
@@ -324,36 +336,40 @@ pub(super) async fn cmd_result(app: &SharedApp, call: &LocalCall, job: Job) -> V
     Value::Object(out)
 }
 
-/// Drives Salt's gathering rules ([`Gather`]) with the job's events and probes.
-async fn gather(
+/// What a gathering's `saltutil.find_job` probes carry: the publish `kwargs` of the caller
+/// (its credentials), and the `gather_job_timeout` they announce.
+pub struct Probes<'a> {
+    pub kwargs: &'a Map<String, Value>,
+    pub gather_job_timeout: Duration,
+}
+
+/// Drives Salt's gathering rules ([`Gather`]) with the job's events and probes; `progress`
+/// sees the gathering after each event.
+pub async fn gather(
     app: &SharedApp,
-    call: &LocalCall,
-    jid: &str,
-    minions: &[String],
-    missing: Vec<String>,
+    probes: &Probes<'_>,
+    mut g: Gather,
     mut watch: JidWatch,
+    progress: &mut (dyn FnMut(&Gather) + Send),
 ) -> Result<Gathered, ApiError> {
-    let opts = &app.settings.master;
-    let timing = Timing {
-        timeout: call.timeout,
-        gather_job_timeout: call.gather_job_timeout,
-        order_masters: opts.order_masters,
-        syndic_wait: opts.syndic_wait,
-    };
-    let mut g = Gather::new(jid, minions, missing, timing, Instant::now());
+    let jid = g.jid().to_owned();
+    let jid = jid.as_str();
     let mut probe: Option<JidWatch> = None;
     loop {
         let wake = match g.step(Instant::now()) {
             Step::Done => break,
             Step::Probe(pending) => {
-                probe = find_job(app, call, jid, pending).await;
+                probe = find_job(app, probes, jid, pending).await;
                 continue;
             }
             Step::Wait(at) => at,
         };
         tokio::select! {
             msg = watch.recv() => match msg {
-                Some(HubMsg::Event(ev)) => g.on_event(&ev, Instant::now()),
+                Some(HubMsg::Event(ev)) => {
+                    g.on_event(&ev, Instant::now());
+                    progress(&g);
+                }
                 // Returns published while the subscription was down are lost: do not report
                 // those minions as silent.
                 Some(HubMsg::Gap) => return Err(super::bus_lost(jid)),
@@ -378,7 +394,7 @@ async fn gather(
 /// Publishes one `saltutil.find_job` probe to `pending` and returns the watch on its jid.
 pub(super) async fn find_job(
     app: &SharedApp,
-    call: &LocalCall,
+    probes: &Probes<'_>,
     jid: &str,
     pending: Vec<String>,
 ) -> Option<JidWatch> {
@@ -391,10 +407,10 @@ pub(super) async fn find_job(
     load.insert("tgt_type".into(), json!("list"));
     load.insert("ret".into(), json!(""));
     load.insert("jid".into(), json!(probe_jid));
-    let mut kwargs = call.kwargs.clone();
+    let mut kwargs = probes.kwargs.clone();
     kwargs.insert(
         "gather_job_timeout".into(),
-        json!(call.gather_job_timeout.as_secs()),
+        json!(probes.gather_job_timeout.as_secs()),
     );
     load.insert("kwargs".into(), Value::Object(kwargs));
     match app.master.publish(load).await {

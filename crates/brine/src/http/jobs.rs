@@ -6,6 +6,13 @@
 //!
 //! `?timeout=` is accepted and ignored. `POST /jobs` is `POST /` (`index`).
 //!
+//! Brine's, for one job (each runs the reference's `jobs.list_job` with the caller's token
+//! first, so the master's refusal is the reference's):
+//! * `GET /jobs/<jid>/status`: `{"return": [{"jid", "state", "minions", "returned",
+//!   "missing"}]}`, `state` being `running`, `complete` or `unknown` ([`crate::follow`]);
+//! * `GET /jobs/<jid>?wait=S` (0 < S ≤ `rest_timeout`): `GET /jobs/<jid>`'s answer once the
+//!   job is complete, or after S seconds.
+//!
 //! Brine's paging (`GET /jobs?limit=N`, with `before=<jid>`, `fun=<glob>`, `user=<name>`,
 //! `tgt=<glob>`): the same body, the N newest matching jobs newest first, and
 //! `"_links": {"next": "/jobs?limit=N&before=<jid>…"}` while older ones match, served from the
@@ -15,6 +22,8 @@
 //! refusal exactly as `GET /jobs` does; a token the master let through is not asked about
 //! again for a minute.
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
@@ -23,6 +32,8 @@ use super::answer::Answer;
 use super::error::ApiError;
 use super::{ok, session, Req};
 use crate::app::SharedApp;
+use crate::events::hub::HubMsg;
+use crate::jobs::follow::Phase;
 use crate::jobs::index::{Page, Query};
 
 /// `GET /jobs[/<jid>]`.
@@ -37,6 +48,14 @@ async fn list(
     jid: Option<&str>,
 ) -> Result<Response, ApiError> {
     let format = req.format()?;
+    let wait = match jid {
+        Some(_) => wait_of(app, req.query.as_deref())?,
+        None => None,
+    };
+    if let (Some(jid), Some(limit)) = (jid, wait) {
+        let body = waited(app, session, jid, limit).await?;
+        return Ok(ok(format, StatusCode::OK, &body));
+    }
     if jid.is_none() {
         if let Some(q) = Query::from_query(req.query.as_deref())? {
             let body = paged(app, session, &q).await?;
@@ -54,19 +73,137 @@ async fn list(
         .unwrap_or(Value::Null);
     let body = match jid {
         None => json!({"return": [first]}),
-        Some(_) => {
-            // rest_cherrypy iterates `Result`; a job record without one is a 500 there.
-            let Some(result) = first.get("Result").and_then(Value::as_object) else {
-                return Err(ApiError::Internal);
-            };
-            let returns: Map<String, Value> = result
-                .iter()
-                .map(|(m, r)| (m.clone(), r.get("return").cloned().unwrap_or(Value::Null)))
-                .collect();
-            json!({"info": [first], "return": [returns]})
-        }
+        Some(_) => one_job(first)?,
     };
     Ok(ok(format, StatusCode::OK, &body))
+}
+
+/// `GET /jobs/<jid>`'s body from the master's record of the job.
+fn one_job(record: Value) -> Result<Value, ApiError> {
+    // rest_cherrypy iterates `Result`; a job record without one is a 500 there.
+    let Some(result) = record.get("Result").and_then(Value::as_object) else {
+        return Err(ApiError::Internal);
+    };
+    let returns: Map<String, Value> = result
+        .iter()
+        .map(|(m, r)| (m.clone(), r.get("return").cloned().unwrap_or(Value::Null)))
+        .collect();
+    Ok(json!({"info": [record], "return": [returns]}))
+}
+
+/// The master's record of one job (`jobs.list_job`), read with the caller's session.
+async fn record(app: &SharedApp, session: session::Session, jid: &str) -> Result<Value, ApiError> {
+    let chunk = json!({"client": "runner", "fun": "jobs.list_job", "jid": jid});
+    Ok(session::run_as(app, session, chunk)
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or(Value::Null))
+}
+
+/// `?wait=S`: seconds, more than 0 and at most `rest_timeout`.
+fn wait_of(app: &SharedApp, query: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    let Some(q) = query else { return Ok(None) };
+    let Some((_, v)) = form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "wait") else {
+        return Ok(None);
+    };
+    let most = app.settings.master.rest_timeout;
+    match v.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= most.as_secs_f64() => Ok(Some(Duration::from_secs_f64(s))),
+        _ => Err(ApiError::BadRequest(format!(
+            "wait must be a number of seconds above 0 and at most {} (rest_timeout)",
+            most.as_secs_f64()
+        ))),
+    }
+}
+
+/// `GET /jobs/<jid>/status`.
+pub async fn get_status(app: &SharedApp, req: &mut Req, jid: &str) -> Answer {
+    session::gated(app, req, |req, session| async move {
+        let format = req.format()?;
+        // Registered before the record is read: no return falls between the two.
+        let watch = app.hub.watch(jid);
+        let token = session.token.clone();
+        let record = record(app, session, jid).await?;
+        let state = crate::follow::follow(app, jid, &record, watch, &token);
+        let body = json!({"return": [state.borrow().to_json(jid)]});
+        Ok(ok(format, StatusCode::OK, &body))
+    })
+    .await
+}
+
+/// `GET /jobs/<jid>?wait=S`: the record read before the wait, with the returns that came on
+/// the bus since, in the shape the master's job cache gives them (`return`, `retcode`,
+/// `success`, `out`), so the answer leaves as the last return arrives (the master announces a
+/// return before it stores it, and a second `jobs.list_job` costs a runner process).
+async fn waited(
+    app: &SharedApp,
+    session: session::Session,
+    jid: &str,
+    limit: Duration,
+) -> Result<Value, ApiError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    // Both registered before the record is read: no return falls between.
+    let mut returns = app.hub.watch(jid);
+    let watch = app.hub.watch(jid);
+    let token = session.token.clone();
+    let mut first = record(app, session, jid).await?;
+    let mut state = crate::follow::follow(app, jid, &first, watch, &token);
+    let mut seen = Map::new();
+    loop {
+        let running = state.borrow().phase == Phase::Running;
+        if !running {
+            break;
+        }
+        tokio::select! {
+            changed = state.changed() => if changed.is_err() {
+                // The follower stopped (the bus was lost): the record as it stands.
+                break;
+            },
+            msg = returns.recv() => match msg {
+                Some(HubMsg::Event(ev)) => stored_return(&mut seen, &ev),
+                Some(HubMsg::Gap) => {}
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    // The event that completed the job was queued for both watches at once.
+    while let Some(msg) = returns.try_recv() {
+        if let HubMsg::Event(ev) = msg {
+            stored_return(&mut seen, &ev);
+        }
+    }
+    if let Some(Value::Object(result)) = first.get_mut("Result") {
+        for (id, r) in seen {
+            result.insert(id, r);
+        }
+    }
+    one_job(first)
+}
+
+/// A return event as `local_cache` stores it: `{"return", "retcode", "success"}` of the
+/// load, and `out` when the minion named an outputter.
+fn stored_return(seen: &mut Map<String, Value>, ev: &salt_wire::event::Event) {
+    if !ev.tag.contains("/ret/") {
+        return;
+    }
+    let (Some(id), Some(data)) = (
+        ev.data.get("id").and_then(Value::as_str),
+        ev.data.as_object(),
+    ) else {
+        return;
+    };
+    if !data.contains_key("return") {
+        return;
+    }
+    let mut r = Map::new();
+    for k in ["return", "retcode", "success", "out"] {
+        if let Some(v) = data.get(k) {
+            r.insert(k.into(), v.clone());
+        }
+    }
+    seen.insert(id.to_owned(), Value::Object(r));
 }
 
 /// The argument that makes the access check's `jobs.list_jobs` stop before it reads the cache.

@@ -219,6 +219,14 @@ fn paths(cfg: &RouteConfig) -> Vec<(String, Endpoint, Vec<Op>)> {
                 Endpoint::Jobs(arg()),
                 vec![get("One job and its returns (runner jobs.list_job)", true, ("200", JSON_ETC))],
             ),
+            (
+                Endpoint::JobStatus("x".into()),
+                vec![get(
+                    "Where a job stands: running, complete (with the minions that never returned) or unknown",
+                    true,
+                    ("200", JSON_ETC),
+                )],
+            ),
         ]);
     }
     out.push((
@@ -268,6 +276,7 @@ pub fn template(e: &Endpoint, cfg: &RouteConfig) -> String {
         Endpoint::Run => "/run".into(),
         Endpoint::Minions(a) => one("minions", a, "mid"),
         Endpoint::Jobs(a) => one("jobs", a, "jid"),
+        Endpoint::JobStatus(_) => "/jobs/{jid}/status".into(),
         Endpoint::Keys(a) => one("keys", a, "mid"),
         Endpoint::Stats => "/stats".into(),
         Endpoint::Metrics => "/metrics".into(),
@@ -325,6 +334,13 @@ with _links.next while older ones match (Brine's; without it, every job as jobs.
         "tgt",
         "string",
         "With limit: only jobs whose target (or one of them) matches this glob",
+    ),
+    (
+        "/jobs/{jid}",
+        "wait",
+        "number",
+        "Answer once the job is complete (every minion returned, or Salt's rules for a sync \
+local call gave up on the rest), or after this many seconds, at most rest_timeout (Brine's)",
     ),
 ];
 
@@ -551,6 +567,7 @@ mod tests {
                             route.endpoint,
                             Endpoint::Minions(Some(_))
                                 | Endpoint::Jobs(Some(_))
+                                | Endpoint::JobStatus(_)
                                 | Endpoint::Keys(Some(_))
                         );
                     let served = route.endpoint.supports(&method) && !post_arg;

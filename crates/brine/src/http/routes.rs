@@ -34,6 +34,8 @@ pub enum Endpoint {
     Minions(Option<String>),
     /// `/jobs[/<jid>]`.
     Jobs(Option<String>),
+    /// `/jobs/<jid>/status` (Brine's).
+    JobStatus(String),
     /// `/keys[/<mid>]`.
     Keys(Option<String>),
     /// `/stats`.
@@ -81,6 +83,7 @@ impl Endpoint {
             Endpoint::Run => "run",
             Endpoint::Minions(_) => "minions",
             Endpoint::Jobs(_) => "jobs",
+            Endpoint::JobStatus(_) => "job_status",
             Endpoint::Keys(_) => "keys",
             Endpoint::Stats => "stats",
             Endpoint::Metrics => "metrics",
@@ -126,6 +129,7 @@ impl Endpoint {
             | Endpoint::Ws(_)
             | Endpoint::Minions(_)
             | Endpoint::Jobs(_)
+            | Endpoint::JobStatus(_)
             | Endpoint::Stats => true,
             // `GET /` switches sessions off; every other method of `/` has them.
             Endpoint::Index => !get,
@@ -149,7 +153,7 @@ impl Endpoint {
         match self {
             Endpoint::Hook(_) => !settings.webhook_disable_auth,
             Endpoint::Stats => !settings.stats_disable_auth,
-            Endpoint::Minions(_) | Endpoint::Jobs(_) => true,
+            Endpoint::Minions(_) | Endpoint::Jobs(_) | Endpoint::JobStatus(_) => true,
             _ => false,
         }
     }
@@ -173,8 +177,10 @@ impl Endpoint {
                     ["timeout", "limit", "before", "fun", "user", "tgt"].contains(&k.as_ref())
                 })
             }),
-            Endpoint::Jobs(Some(_)) => query
-                .is_none_or(|q| form_urlencoded::parse(q.as_bytes()).all(|(k, _)| k == "timeout")),
+            // `wait` is Brine's.
+            Endpoint::Jobs(Some(_)) => query.is_none_or(|q| {
+                form_urlencoded::parse(q.as_bytes()).all(|(k, _)| k == "timeout" || k == "wait")
+            }),
             _ => query.is_none_or(str::is_empty),
         }
     }
@@ -185,7 +191,7 @@ impl Endpoint {
         let get = method == Method::GET || method == Method::HEAD;
         match self {
             Endpoint::Index | Endpoint::Logout => !get,
-            Endpoint::Minions(_) | Endpoint::Jobs(_) => true,
+            Endpoint::Minions(_) | Endpoint::Jobs(_) | Endpoint::JobStatus(_) => true,
             _ => false,
         }
     }
@@ -198,7 +204,10 @@ impl Endpoint {
         let post_arg = !get
             && matches!(
                 self,
-                Endpoint::Minions(Some(_)) | Endpoint::Jobs(Some(_)) | Endpoint::Keys(Some(_))
+                Endpoint::Minions(Some(_))
+                    | Endpoint::Jobs(Some(_))
+                    | Endpoint::JobStatus(_)
+                    | Endpoint::Keys(Some(_))
             );
         !(extra || post_arg || (get && !self.takes_query(query)))
     }
@@ -316,6 +325,11 @@ fn resolve(path: &str, cfg: &RouteConfig) -> Result<Route, ApiError> {
         }
         _ => {}
     }
+    if *first == "jobs" && enable_sessions {
+        if let [jid, "status"] = extra {
+            return route(Endpoint::JobStatus((*jid).to_owned()));
+        }
+    }
     // Resources that take one optional path argument.
     let arg = extra.first().map(|s| (*s).to_owned());
     let (endpoint, takes_arg) = match *first {
@@ -393,6 +407,7 @@ pub async fn dispatch(app: &SharedApp, req: &mut Req, endpoint: Endpoint, path: 
         (Endpoint::Minions(mid), true) => minions::get_minions(app, req, mid.as_deref()).await,
         (Endpoint::Minions(_), false) => minions::post_minions(app, req).await,
         (Endpoint::Jobs(jid), _) => jobs::get_jobs(app, req, jid.as_deref()).await,
+        (Endpoint::JobStatus(jid), _) => jobs::get_status(app, req, &jid).await,
         (Endpoint::Keys(mid), true) => keys::get_keys(app, req, mid.as_deref()).await,
         (Endpoint::Keys(_), false) => keys::post_keys(app, req).await.into(),
         (Endpoint::Stats, _) => stats::stats(app, req).await,

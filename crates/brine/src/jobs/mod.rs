@@ -1,7 +1,8 @@
 //! The master's jobs beyond one request: the job index behind `GET /jobs?limit=N`.
 //!
 //! * [`cache`]: the master's `local_cache` job directories, read directly;
-//! * [`index`]: every cached job as `jobs.list_jobs` shows it, in jid order, bounded.
+//! * [`index`]: every cached job as `jobs.list_jobs` shows it, in jid order, bounded;
+//! * [`follow`]: the jobs followed to their end for `/jobs/<jid>/status` and `?wait=`.
 //!
 //! [`Jobs::start`] fills the index in the background: it follows the bus first (a filtered
 //! queue of `salt/job/*/new`, `salt/run/*/new` and `salt/run/*/ret`: each names a job whose
@@ -13,6 +14,7 @@
 //! cannot be read, when `hash_type` is one Brine does not compute, or with `job_index: 0`.
 
 pub mod cache;
+pub mod follow;
 pub mod index;
 
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,9 @@ const LISTERS: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(10_000
     None => std::num::NonZeroUsize::MIN,
 };
 
+/// Jobs followed to their end at once, at most.
+const FOLLOWED: usize = 4096;
+
 /// Pages checked against the cache at most this many times when jobs have vanished from it.
 const PAGE_ATTEMPTS: usize = 4;
 
@@ -64,6 +69,8 @@ pub struct Jobs {
     state: watch::Sender<State>,
     /// Tokens the master let run `jobs.list_jobs`, and when.
     listers: Mutex<lru::LruCache<String, Instant>>,
+    /// The jobs followed to their end.
+    pub followed: follow::Followed,
 }
 
 impl Jobs {
@@ -80,6 +87,7 @@ impl Jobs {
             index: Mutex::new(JobIndex::new(max_jobs, max_bytes)),
             state: watch::Sender::new(state),
             listers: Mutex::new(lru::LruCache::new(LISTERS)),
+            followed: follow::Followed::new(FOLLOWED),
         }
     }
 
