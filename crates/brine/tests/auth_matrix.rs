@@ -254,6 +254,11 @@ async fn refusals_match_the_reference() {
         Req::post_json("/minions", &json!([{"tgt": "*", "fun": "test.ping"}])),
         Req::get("/jobs"),
         Req::get("/jobs/20260101000000000000"),
+        // Brine's own job routes: refused before anything else, as the reference refuses
+        // these URLs (its auth gate comes before its handler lookup).
+        Req::get("/jobs?limit=5"),
+        Req::get("/jobs/20260101000000000000/status"),
+        Req::get("/jobs/20260101000000000000?wait=1"),
         Req::get("/keys"),
         Req::get("/keys/m1"),
         Req::get("/stats"),
