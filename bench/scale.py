@@ -196,11 +196,27 @@ def write_targets(stack, name, lines):
     return path
 
 
+def master_idle(root, limit=600, quiet=0.05):
+    """Waits until the master is idle (under `quiet` CPU seconds in a second; at most `limit`
+    seconds): a server that answers before the master has stored every return (or gives up
+    on minions) leaves work that the run caused all the same."""
+    last = master_cpu(root)
+    started = time.monotonic()
+    while last is not None and time.monotonic() - started < limit:
+        time.sleep(1)
+        now = master_cpu(root)
+        if now is None or now - last < quiet:
+            return
+        last = now
+
+
 def measured(stack, target, fn):
-    """Runs fn() with the target server's CPU and peak RSS and the master's CPU sampled."""
+    """Runs fn() with the target server's CPU and peak RSS sampled, and the master's CPU from
+    the start until it is idle again after the run."""
     m0 = master_cpu(stack.master_pid)
     with Watch(stack.pids.get(target)) as w:
         res = fn()
+    master_idle(stack.master_pid)
     m1 = master_cpu(stack.master_pid)
     res["server_cpu_s"] = w.cpu
     res["server_peak_rss_mib"] = w.peak
@@ -577,7 +593,8 @@ def report(args, rows, infos, bin_kind, elapsed):
         "minions (or jobs) the answer held. find_job publishes: `salt/job/<jid>/new` events of "
         "`saltutil.find_job` on the master's bus during the run (minions they targeted, summed). Server "
         "CPU and peak RSS: the process that owns the target's port. Master CPU per job: CPU seconds of "
-        "every salt-master process over the run, divided by the requests of the run. The raw master "
+        "every salt-master process from the start of the run until the master is idle again after "
+        "it, divided by the requests of the run. The raw master "
         "sends no `saltutil.find_job` probe: in `silent` its time is that of the last answering "
         "minion's return, which a salt-api answering as Salt's LocalClient does cannot reach (it "
         "waits for its probe round).",
