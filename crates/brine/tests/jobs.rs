@@ -121,7 +121,11 @@ async fn pages_walk_the_job_cache_as_jobs_list_jobs_lists_it() {
     // The pages come from the index (not from jobs.list_jobs, which Brine falls back to).
     let stats = get(&brine.url, &token, "/stats").await.json();
     let indexed = stats["Brine"]["Job Index Jobs"].as_u64().unwrap_or(0);
-    assert!(indexed >= SEEDED as u64, "{indexed} jobs in the index: {}", stats["Brine"]);
+    assert!(
+        indexed >= SEEDED as u64,
+        "{indexed} jobs in the index: {}",
+        stats["Brine"]
+    );
     let started = Instant::now();
     let paged = walk(&brine.url, &token, "/jobs?limit=1000", 1000).await;
     eprintln!(
