@@ -47,12 +47,7 @@ pub fn follow(
     let results = record.get("Result").cloned().unwrap_or(Value::Null);
     tokio::spawn(async move {
         let opts = &app.settings.master;
-        let timing = Timing {
-            timeout: opts.timeout,
-            gather_job_timeout: opts.gather_job_timeout,
-            order_masters: opts.order_masters,
-            syndic_wait: opts.syndic_wait,
-        };
+        let timing = Timing::of(opts.timeout, opts.gather_job_timeout, opts);
         let now = Instant::now();
         let mut g = Gather::new(&jid, &initial.minions, Vec::new(), timing, now);
         // The returns the record already has count as returned.

@@ -391,6 +391,13 @@ async fn last_event_id_resumes_exactly_the_missed_events() {
     c.task.abort();
 }
 
+/// Fires the hooks `streams/filter/<name>` in order.
+async fn fire_filter_hooks(base: &str, token: &str, names: &[&str]) {
+    for name in names {
+        fire_hook(base, token, &format!("streams/filter/{name}"), &json!({})).await;
+    }
+}
+
 /// The tags of the events a WebSocket sends (`data: {…}` on `/ws`, bare JSON on
 /// `/all_events`) until `last` arrives or nothing comes for a while; other text messages are
 /// returned as they are.
@@ -438,15 +445,7 @@ async fn tag_filters_deliver_exactly_the_matching_events() {
     .await;
     assert_eq!(some.status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for hook in ["a1", "b", "a2", "c", "cc", "end"] {
-        fire_hook(
-            &st.brine,
-            &token,
-            &format!("streams/filter/{hook}"),
-            &json!({}),
-        )
-        .await;
-    }
+    fire_filter_hooks(&st.brine, &token, &["a1", "b", "a2", "c", "cc", "end"]).await;
     let first = all
         .next_tagged(&format!("{base}/a1"), WAIT)
         .await
@@ -512,29 +511,13 @@ async fn tag_filters_deliver_exactly_the_matching_events() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for hook in ["ws2", "ws1"] {
-        fire_hook(
-            &st.brine,
-            &token,
-            &format!("streams/filter/{hook}"),
-            &json!({}),
-        )
-        .await;
-    }
+    fire_filter_hooks(&st.brine, &token, &["ws2", "ws1"]).await;
     let (tags, _) = ws_tags(&mut ws, &format!("{base}/ws1")).await;
     assert_eq!(tags, vec![format!("{base}/ws1")]);
     let sub = json!({"subscribe": [format!("{base}/ws2"), format!("{base}/ws3")]}).to_string();
     ws.send(Message::text(sub)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for hook in ["ws1", "ws2", "ws1", "ws3"] {
-        fire_hook(
-            &st.brine,
-            &token,
-            &format!("streams/filter/{hook}"),
-            &json!({}),
-        )
-        .await;
-    }
+    fire_filter_hooks(&st.brine, &token, &["ws1", "ws2", "ws1", "ws3"]).await;
     let (tags, other) = ws_tags(&mut ws, &format!("{base}/ws3")).await;
     assert_eq!(tags, vec![format!("{base}/ws2"), format!("{base}/ws3")]);
     assert_eq!(other, vec!["server received message".to_string()]);
@@ -542,7 +525,7 @@ async fn tag_filters_deliver_exactly_the_matching_events() {
     ws.send(Message::text(r#"{"subscribe": "salt/*"}"#))
         .await
         .unwrap();
-    fire_hook(&st.brine, &token, "streams/filter/ws3", &json!({})).await;
+    fire_filter_hooks(&st.brine, &token, &["ws3"]).await;
     let (tags, other) = ws_tags(&mut ws, &format!("{base}/ws3")).await;
     assert_eq!(tags, vec![format!("{base}/ws3")]);
     assert_eq!(other.len(), 2, "{other:?}");
@@ -561,15 +544,7 @@ async fn tag_filters_deliver_exactly_the_matching_events() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for hook in ["x", "t1", "y", "t2"] {
-        fire_hook(
-            &st.brine,
-            &token,
-            &format!("streams/filter/{hook}"),
-            &json!({}),
-        )
-        .await;
-    }
+    fire_filter_hooks(&st.brine, &token, &["x", "t1", "y", "t2"]).await;
     let (tags, other) = ws_tags(&mut ws, &format!("{base}/t2")).await;
     assert_eq!(tags, vec![format!("{base}/t1"), format!("{base}/t2")]);
     assert!(other.is_empty(), "{other:?}");

@@ -57,6 +57,22 @@ pub struct Timing {
     pub syndic_wait: Duration,
 }
 
+impl Timing {
+    /// A call's `timeout` and `gather_job_timeout`, with the master's syndic settings.
+    pub fn of(
+        timeout: Duration,
+        gather_job_timeout: Duration,
+        opts: &salt_wire::config::MasterOptions,
+    ) -> Timing {
+        Timing {
+            timeout,
+            gather_job_timeout,
+            order_masters: opts.order_masters,
+            syndic_wait: opts.syndic_wait,
+        }
+    }
+}
+
 /// The gathering state of one job.
 pub struct Gather {
     jid: String,

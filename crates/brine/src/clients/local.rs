@@ -257,13 +257,7 @@ pub(super) async fn run_and_gather(
         tracing::warn!(ours = %call.jid, theirs = %jid, "master replaced the job id");
         watch = app.hub.watch(&jid);
     }
-    let opts = &app.settings.master;
-    let timing = Timing {
-        timeout: call.timeout,
-        gather_job_timeout: call.gather_job_timeout,
-        order_masters: opts.order_masters,
-        syndic_wait: opts.syndic_wait,
-    };
+    let timing = Timing::of(call.timeout, call.gather_job_timeout, &app.settings.master);
     let probes = Probes {
         kwargs: &call.kwargs,
         gather_job_timeout: call.gather_job_timeout,
