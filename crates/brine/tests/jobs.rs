@@ -21,6 +21,10 @@ use serde_json::{json, Map, Value};
 
 const SEEDED: usize = 10_000;
 
+/// Held by the tests that start jobs: the walk compares the job cache at two moments and
+/// must not see another test's jobs (runner calls included) appear in between.
+static JOBS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn st() -> &'static Stack {
     stack_with(StackOpts {
         minions: 2,
@@ -91,6 +95,7 @@ async fn walk(base: &str, token: &str, first: &str, limit: usize) -> Vec<(String
 
 #[tokio::test]
 async fn pages_walk_the_job_cache_as_jobs_list_jobs_lists_it() {
+    let _alone = JOBS.lock().await;
     let st = st();
     let seeded = seed(st, SEEDED);
     // This Brine starts after the seeding: its index comes from the scan of the cache.
@@ -117,6 +122,19 @@ async fn pages_walk_the_job_cache_as_jobs_list_jobs_lists_it() {
             "the access check's job never showed up"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // That first runner call also made this Brine fetch the master's runner list
+    // (`doc.runner`, a runner job of its own, stored when it ends): wait until the index has
+    // stopped growing for 2 s.
+    let (mut last, mut same) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while same < 4 {
+        assert!(Instant::now() < deadline, "the job index kept growing");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = get(&brine.url, &token, "/stats").await.json()["Brine"]["Job Index Jobs"]
+            .as_u64()
+            .unwrap_or(0);
+        (last, same) = (now, if now == last { same + 1 } else { 0 });
     }
     // The pages come from the index (not from jobs.list_jobs, which Brine falls back to).
     let stats = get(&brine.url, &token, "/stats").await.json();
@@ -259,6 +277,7 @@ async fn status(base: &str, token: &str, jid: &str) -> Value {
 
 #[tokio::test]
 async fn a_job_followed_to_its_end() {
+    let _alone = JOBS.lock().await;
     let st = st();
     let token = login(&st.brine, &st.creds()).await;
     // The return as an event stream sees it: the reference time of `wait`.
