@@ -18,6 +18,7 @@ mod events;
 mod follow;
 mod http;
 mod jid;
+mod job_feed;
 mod jobs;
 mod logging;
 mod lowstate;

@@ -24,6 +24,9 @@
 //! is what that queue holds, and an event that finds the queue full ends the stream as one
 //! that does not keep up. A WebSocket client can change the filter while it reads
 //! ([`Retune`]): an unfiltered stream then moves to a queue of its own.
+//!
+//! A stream may also end on its own ([`End`]: a job's feed ends once the job is complete): it
+//! then sends one last event of its own and closes.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -31,6 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
 use futures_util::Stream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
@@ -108,6 +112,24 @@ impl Retune {
     }
 }
 
+/// How a stream that ends on its own ends (a job's feed).
+pub struct End {
+    /// Sees each event before it is rendered; `false` leaves it out (a job's feed sends each
+    /// minion's return once).
+    pub keep: Box<dyn FnMut(&StreamEvent) -> bool + Send>,
+    /// Resolves when the stream is to end: with its last event, or `None` to end without one.
+    /// Events already waiting for the stream go out first.
+    pub last: BoxFuture<'static, Option<Arc<StreamEvent>>>,
+}
+
+/// The end of a stream that has one, else never.
+async fn last_event(end: &mut Option<End>) -> Option<Arc<StreamEvent>> {
+    match end {
+        Some(e) => (&mut e.last).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Counts an open stream while it lives.
 struct OpenGuard(Arc<App>);
 
@@ -161,6 +183,8 @@ struct Reader<R: Render> {
     render: R,
     rx: Source,
     retune: Retune,
+    /// How the stream ends on its own, if it does.
+    end: Option<End>,
     /// Frames rendered and not yet handed out (the preamble, a replay, an event's few frames).
     pending: VecDeque<R::Frame>,
     /// How far the stream got (the watchdog reads it).
@@ -196,7 +220,21 @@ impl<R: Render> Reader<R> {
         if ev.end > 0 {
             self.progress.taken_bytes.store(ev.end, Ordering::Relaxed);
         }
-        self.render.event(ev, &mut self.pending);
+        if self.end.as_mut().is_none_or(|e| (e.keep)(ev)) {
+            self.render.event(ev, &mut self.pending);
+        }
+    }
+
+    /// The stream ends on its own: what is waiting in its queue goes out, then `last`.
+    fn finish(&mut self, last: Option<Arc<StreamEvent>>) {
+        while let Some(ev) = self.rx.try_recv() {
+            self.take(&ev);
+        }
+        if let Some(ev) = last {
+            self.render.event(&ev, &mut self.pending);
+        }
+        self.end = None;
+        self.ended = true;
     }
 
     /// The next batch of frames, or `None` when the stream has ended.
@@ -223,6 +261,7 @@ impl<R: Render> Reader<R> {
                         self.apply(filter);
                     }
                 }
+                last = last_event(&mut self.end) => self.finish(last),
                 _ = &mut self.check => {
                     let now = Instant::now();
                     self.check.as_mut().reset(now + CHECK);
@@ -392,13 +431,15 @@ async fn watchdog(
 }
 
 /// Opens a stream: the preamble, what `resume` replays (or a `brine/events/lost` marker),
-/// then every event of the feed, in batches of frames; `None` when it ends.
+/// then every event of the feed, in batches of frames; `None` when it ends (and with `end`'s
+/// last event when that says so).
 pub fn open<R: Render>(
     app: Arc<App>,
     owner: Owner,
     resume: Resume,
     mut render: R,
     retune: Retune,
+    mut end: Option<End>,
 ) -> impl Stream<Item = Vec<R::Frame>> + Send + 'static
 where
     R::Frame: Send,
@@ -423,7 +464,9 @@ where
     for ev in replay {
         last = last.max(ev.id);
         last_bytes = last_bytes.max(ev.end);
-        render.event(&ev, &mut pending);
+        if end.as_mut().is_none_or(|e| (e.keep)(&ev)) {
+            render.event(&ev, &mut pending);
+        }
     }
     let owner = Arc::new(owner);
     let progress = Arc::new(Progress {
@@ -458,6 +501,7 @@ where
         render,
         rx,
         retune,
+        end,
         pending,
         progress,
         ended: false,

@@ -259,6 +259,7 @@ async fn refusals_match_the_reference() {
         Req::get("/jobs?limit=5"),
         Req::get("/jobs/20260101000000000000/status"),
         Req::get("/jobs/20260101000000000000?wait=1"),
+        Req::get("/jobs/20260101000000000000/events"),
         Req::get("/keys"),
         Req::get("/keys/m1"),
         Req::get("/stats"),

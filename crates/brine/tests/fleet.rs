@@ -11,8 +11,8 @@
 //! * `local_batch` with `batch: 10%` gets every return;
 //! * Brine's live heap is back near its baseline afterwards.
 //!
-//! The swarm is the `salt-swarm` library, run inside this test binary: its minions end with
-//! it.
+//! The swarm is the `salt-swarm` library, run inside this test binary ([`start_swarm`]): its
+//! minions end with it.
 
 pub mod common;
 
@@ -30,44 +30,6 @@ const SILENT_PERCENT: usize = 5;
 const GONE: usize = 20;
 /// The master's `timeout` (its default): the gathering rules' round.
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Starts `count` simulated minions named `<prefix><n>` (the `salt-swarm` library, in this
-/// process), connecting from the loopback addresses after the first `offset`, and waits until
-/// every one has signed in and subscribed.
-async fn start_swarm(
-    st: &Stack,
-    prefix: &str,
-    count: usize,
-    silent: usize,
-    offset: usize,
-) -> salt_swarm::Running {
-    let mut opts = salt_swarm::Options::new(st.config_dir(), count as u32);
-    opts.prefix = prefix.into();
-    opts.accept = true;
-    opts.silent = silent as f64;
-    opts.signin_concurrency = 16;
-    opts.address_offset = offset as u32;
-    opts.state_dir = Some(st.root.join("swarm-state"));
-    let swarm = salt_swarm::start(&opts)
-        .await
-        .unwrap_or_else(|e| panic!("salt-swarm ({prefix}): {e}"));
-    let started = Instant::now();
-    if tokio::time::timeout(Duration::from_secs(600), swarm.all_up())
-        .await
-        .is_err()
-    {
-        panic!(
-            "salt-swarm ({prefix}): {} of {count} minions up after {:?}",
-            swarm.up(),
-            started.elapsed()
-        );
-    }
-    eprintln!(
-        "{count} simulated minions ({prefix}*) up in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    swarm
-}
 
 /// A sync `local` call's answer as a map of minion id to return (jids in texts normalized).
 fn returns(r: &Resp) -> BTreeMap<String, Value> {
@@ -99,8 +61,8 @@ async fn a_thousand_minions_through_brine_and_the_reference() {
     });
     // The ones that go away first: signed in (their grains cached), then stopped.
     // (Addresses of their own: the master tells a connected minion by its address.)
-    start_swarm(st, "gone-", GONE, 0, COUNT).await.stop();
-    let swarm = start_swarm(st, "swarm-", COUNT, SILENT_PERCENT, 0).await;
+    start_swarm(st, "gone-", GONE, 0, COUNT, &[]).await.stop();
+    let swarm = start_swarm(st, "swarm-", COUNT, SILENT_PERCENT, 0, &[]).await;
     let s = sessions(st).await;
     let (heap_before, _) = heap_kib(&st.brine, &s.brine).await;
 

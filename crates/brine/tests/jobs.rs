@@ -8,6 +8,10 @@
 //! and after, `GET /jobs/<jid>?wait=` answering within 100 ms of the last return (timed
 //! against the return on an event stream), and a stopped minion reported `missing` once
 //! Salt's rules give up on it (the master's `timeout` and `gather_job_timeout` are 2 s here).
+//! And one job's feed (`GET /jobs/<jid>/events`) opened when about half of 20 simulated
+//! minions (`salt-swarm`, two of them silent) have returned: every return once, then
+//! `brine/job/<jid>/complete` naming the silent two `missing`; resumed from the middle with
+//! `Last-Event-ID`, exactly what came after.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // for its helpers; see clippy.toml
 
@@ -260,7 +264,11 @@ async fn bad_pages_and_refusals() {
     let reference = get(&st.cherry, &c, &format!("/jobs/{jid}")).await;
     assert_ne!(plain.status, 200, "{}", plain.text());
     assert_eq!(shape(&plain), shape(&reference));
-    for path in [format!("/jobs/{jid}/status"), format!("/jobs/{jid}?wait=5")] {
+    for path in [
+        format!("/jobs/{jid}/status"),
+        format!("/jobs/{jid}?wait=5"),
+        format!("/jobs/{jid}/events"),
+    ] {
         let r = get(&st.brine, &b, &path).await;
         assert_eq!(shape(&r), shape(&plain), "{path}");
     }
@@ -386,4 +394,145 @@ async fn a_job_followed_to_its_end() {
     assert_eq!(done["state"], "complete", "{done}");
     assert_eq!(done["returned"], json!(["m1"]), "{done}");
     assert_eq!(done["missing"], json!(["m2"]), "{done}");
+}
+
+/// Every event of a stream until it ends (at most `limit`).
+async fn all_events(mut s: SseStream, limit: Duration) -> Vec<SseEvent> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, s.events.recv()).await {
+            Ok(Some(ev)) => out.push(ev),
+            Ok(None) => return out,
+            Err(_) => panic!(
+                "the stream did not end within {limit:?}; it sent {:?}",
+                out.iter().map(|e| &e.tag).collect::<Vec<_>>()
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_feed_opened_half_way() {
+    let _alone = JOBS.lock().await;
+    let st = st();
+    // 20 minions answering test.ping after 0.2 to 6 s, 2 of them never.
+    let swarm = start_swarm(st, "feed-", 20, 10, 0, &["test.ping=200ms..6s"]).await;
+    let silent: Vec<String> = swarm.silent().to_vec();
+    assert_eq!(silent.len(), 2, "{silent:?}");
+    let token = login(&st.brine, &st.creds()).await;
+    let jid = ping_async(&st.brine, &token, "feed-*").await;
+    // Half of the 18 returns in.
+    let started = Instant::now();
+    let before = loop {
+        let s = status(&st.brine, &token, &jid).await;
+        let n = s["returned"].as_array().map_or(0, Vec::len);
+        if n >= 9 {
+            break n;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(before < 18, "all returned before the feed opened");
+    let feed = open_sse_at(
+        &st.brine,
+        &format!("/jobs/{jid}/events"),
+        &[("X-Auth-Token", &token)],
+    )
+    .await;
+    assert_eq!(feed.status, 200);
+    let events = all_events(feed, Duration::from_secs(60)).await;
+    let tags: Vec<&str> = events.iter().map(|e| e.tag.as_str()).collect();
+    // Its `new` (on the bus it may come after a quick minion's return).
+    let new = format!("salt/job/{jid}/new");
+    assert_eq!(tags.iter().filter(|t| **t == new).count(), 1, "{tags:?}");
+    let complete = format!("brine/job/{jid}/complete");
+    assert_eq!(tags.last(), Some(&complete.as_str()), "{tags:?}");
+    assert!(events.iter().all(|e| e.id.is_some()), "{tags:?}");
+    // Every answering minion's return, once.
+    let prefix = format!("salt/job/{jid}/ret/");
+    let mut returned: Vec<String> = tags
+        .iter()
+        .filter_map(|t| t.strip_prefix(prefix.as_str()))
+        .map(str::to_owned)
+        .collect();
+    let count = returned.len();
+    returned.sort();
+    returned.dedup();
+    assert_eq!(count, returned.len(), "a return came twice: {tags:?}");
+    let all: Vec<String> = swarm.ids().to_vec();
+    let mut answering: Vec<String> = all
+        .iter()
+        .filter(|m| !silent.contains(m))
+        .cloned()
+        .collect();
+    answering.sort();
+    assert_eq!(returned, answering, "{tags:?}");
+    for e in &events {
+        if e.tag.starts_with(&prefix) {
+            assert_eq!(e.data["data"]["return"], json!(true), "{e:?}");
+        }
+    }
+    // The verdict: the silent two are missing.
+    let verdict = &events[events.len() - 1].data["data"];
+    let sorted = |v: &Value| {
+        let mut out: Vec<String> = v
+            .as_array()
+            .unwrap_or_else(|| panic!("a list: {v}"))
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(verdict["jid"], json!(jid), "{verdict}");
+    assert_eq!(sorted(&verdict["returned"]), answering, "{verdict}");
+    let mut missing = silent.clone();
+    missing.sort();
+    assert_eq!(sorted(&verdict["missing"]), missing, "{verdict}");
+    let mut targeted = all.clone();
+    targeted.sort();
+    assert_eq!(sorted(&verdict["minions"]), targeted, "{verdict}");
+
+    // Resumed from the middle: exactly what came after, then the verdict again.
+    let middle = &events[events.len() / 2];
+    let after: Vec<&str> = events[events.len() / 2 + 1..events.len() - 1]
+        .iter()
+        .map(|e| e.tag.as_str())
+        .collect();
+    let id = middle.id.unwrap_or_default().to_string();
+    let resumed = open_sse_at(
+        &st.brine,
+        &format!("/jobs/{jid}/events"),
+        &[("X-Auth-Token", &token), ("Last-Event-ID", &id)],
+    )
+    .await;
+    let again = all_events(resumed, Duration::from_secs(30)).await;
+    let again_tags: Vec<&str> = again.iter().map(|e| e.tag.as_str()).collect();
+    assert_eq!(
+        again_tags[..again_tags.len() - 1],
+        after[..],
+        "{again_tags:?}"
+    );
+    assert_eq!(again_tags.last(), Some(&complete.as_str()));
+    assert_eq!(again[again.len() - 1].data["data"], *verdict);
+
+    // A job the master does not know: 404; no token: 401.
+    let r = get(&st.brine, &token, "/jobs/20200101000000000000/events").await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = send(&st.brine, &Req::get(&format!("/jobs/{jid}/events"))).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    swarm.stop();
+    // Their keys go: the other tests target `*`.
+    let out = Command::new(st.venv.join("bin/salt-key"))
+        .arg("-c")
+        .arg(st.config_dir())
+        .args(["-d", "feed-*", "-y"])
+        .output()
+        .expect("salt-key");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -390,6 +390,19 @@ impl Feed {
         Resume { replay, lost, rx }
     }
 
+    /// The tags of the kept events after `after` that start with `prefix` (what a stream that
+    /// subscribed at `after` has in its queue, or will have, unless the ring dropped it since).
+    pub fn kept_tags_after(&self, after: u64, prefix: &str) -> Vec<String> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.events
+            .iter()
+            .rev()
+            .take_while(|(_, e)| e.id > after)
+            .filter(|(_, e)| e.tag().starts_with(prefix))
+            .map(|(_, e)| e.tag().to_owned())
+            .collect()
+    }
+
     /// A filtered queue of the events from now on (a stream that starts filtering).
     pub fn filtered(&self, filter: TagFilter) -> FilteredRx {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());

@@ -27,9 +27,9 @@ use super::error::ApiError;
 use super::{session, Req};
 use crate::app::SharedApp;
 use crate::auth::TokenInfo;
-use crate::events::feed::{parse_last_id, StreamEvent};
+use crate::events::feed::{parse_last_id, Resume, StreamEvent};
 use crate::events::filter::TagFilter;
-use crate::stream::{self, Owner, Render, Retune};
+use crate::stream::{self, End, Owner, Render, Retune};
 
 /// rest_cherrypy 3008's answer to any query parameter on `/events`.
 pub const NO_QUERY: &str = "The /events endpoint takes no query parameters; in particular, tokens must not \
@@ -93,22 +93,10 @@ fn stream(
     info: TokenInfo,
     filter: Option<TagFilter>,
 ) -> Response {
-    let mut resp = Response::new(Body::empty());
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream;charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if req.method == axum::http::Method::HEAD {
-        return resp;
+        return sse_response(app, req, None);
     }
-    let last_id = req
-        .headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_last_id);
-    let resume = app.hub.feed().resume(last_id, filter);
+    let resume = app.hub.feed().resume(last_event_id(req), filter);
     let owner = Owner {
         token,
         user: info.name,
@@ -116,8 +104,37 @@ fn stream(
         kill: req.kill(),
         kind: "sse",
     };
+    sse_response(app, req, Some((owner, resume, None)))
+}
+
+/// The client's `Last-Event-ID`, if it sent one that Brine could have written.
+pub(super) fn last_event_id(req: &Req) -> Option<u64> {
+    req.headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_last_id)
+}
+
+/// An SSE answer: the headers, then (unless it is `None`: `HEAD`) the stream of `resume`,
+/// ended by `end` if it has one, rendered as rest_cherrypy frames.
+pub(super) fn sse_response(
+    app: &SharedApp,
+    req: &Req,
+    stream: Option<(Owner, Resume, Option<End>)>,
+) -> Response {
+    let mut resp = Response::new(Body::empty());
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream;charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let Some((owner, resume, end)) = stream.filter(|_| req.method != axum::http::Method::HEAD)
+    else {
+        return resp;
+    };
     // A batch (what was waiting in the feed when the connection asked) goes out as one write.
-    let body = stream::open(app.clone(), owner, resume, Sse, Retune::default()).map(|batch| {
+    let body = stream::open(app.clone(), owner, resume, Sse, Retune::default(), end).map(|batch| {
         let chunk = if batch.len() == 1 {
             batch.into_iter().next().unwrap_or_default()
         } else {

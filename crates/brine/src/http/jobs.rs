@@ -11,7 +11,9 @@
 //! * `GET /jobs/<jid>/status`: `{"return": [{"jid", "state", "minions", "returned",
 //!   "missing"}]}`, `state` being `running`, `complete` or `unknown` ([`crate::follow`]);
 //! * `GET /jobs/<jid>?wait=S` (0 < S ≤ `rest_timeout`): `GET /jobs/<jid>`'s answer once the
-//!   job is complete, or after S seconds.
+//!   job is complete, or after S seconds;
+//! * `GET /jobs/<jid>/events`: the job's events as SSE, ending with `brine/job/<jid>/complete`
+//!   ([`crate::job_feed`]).
 //!
 //! Brine's paging (`GET /jobs?limit=N`, with `before=<jid>`, `fun=<glob>`, `user=<name>`,
 //! `tgt=<glob>`): the same body, the N newest matching jobs newest first, and
@@ -30,11 +32,12 @@ use serde_json::{json, Map, Value};
 
 use super::answer::Answer;
 use super::error::ApiError;
-use super::{ok, session, Req};
+use super::{events, ok, session, Req};
 use crate::app::SharedApp;
 use crate::events::hub::HubMsg;
 use crate::jobs::follow::Phase;
 use crate::jobs::index::{Page, Query};
+use crate::stream::Owner;
 
 /// `GET /jobs[/<jid>]`.
 pub async fn get_jobs(app: &SharedApp, req: &mut Req, jid: Option<&str>) -> Answer {
@@ -128,6 +131,35 @@ pub async fn get_status(app: &SharedApp, req: &mut Req, jid: &str) -> Answer {
         let state = crate::follow::follow(app, jid, &record, watch, &token);
         let body = json!({"return": [state.borrow().to_json(jid)]});
         Ok(ok(format, StatusCode::OK, &body))
+    })
+    .await
+}
+
+/// `GET /jobs/<jid>/events`: the job's feed ([`crate::job_feed`]) as SSE, framed as
+/// `/events` frames it; 404 for a jid the master has no record of.
+pub async fn get_events(app: &SharedApp, req: &mut Req, jid: &str) -> Answer {
+    session::gated(app, req, |req, session| async move {
+        // Subscribed and registered before the record is read: no return falls between.
+        let prepared = crate::job_feed::prepare(app, jid, events::last_event_id(req))?;
+        let token = session.token.clone();
+        let owner = Owner {
+            token: session.token.clone(),
+            user: session.info.name.clone(),
+            expire: session.info.expire,
+            kill: req.kill(),
+            kind: "job",
+        };
+        let record = record(app, session, jid).await?;
+        let Some((resume, end)) = prepared.start(app, &record, &token) else {
+            return Err(ApiError::NotFound(format!(
+                "The master has no job {jid} in its job cache."
+            )));
+        };
+        Ok(events::sse_response(
+            app,
+            req,
+            Some((owner, resume, Some(end))),
+        ))
     })
     .await
 }

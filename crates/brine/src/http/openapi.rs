@@ -227,6 +227,15 @@ fn paths(cfg: &RouteConfig) -> Vec<(String, Endpoint, Vec<Op>)> {
                     ("200", JSON_ETC),
                 )],
             ),
+            (
+                Endpoint::JobEvents("x".into()),
+                vec![get(
+                    "One job's events as server-sent events: what Brine still has, then live ones, \
+then brine/job/{jid}/complete with the minions that returned and those missing (Last-Event-ID resumes)",
+                    true,
+                    ("200", &["text/event-stream"]),
+                )],
+            ),
         ]);
     }
     out.push((
@@ -277,6 +286,7 @@ pub fn template(e: &Endpoint, cfg: &RouteConfig) -> String {
         Endpoint::Minions(a) => one("minions", a, "mid"),
         Endpoint::Jobs(a) => one("jobs", a, "jid"),
         Endpoint::JobStatus(_) => "/jobs/{jid}/status".into(),
+        Endpoint::JobEvents(_) => "/jobs/{jid}/events".into(),
         Endpoint::Keys(a) => one("keys", a, "mid"),
         Endpoint::Stats => "/stats".into(),
         Endpoint::Metrics => "/metrics".into(),
@@ -568,6 +578,7 @@ mod tests {
                             Endpoint::Minions(Some(_))
                                 | Endpoint::Jobs(Some(_))
                                 | Endpoint::JobStatus(_)
+                                | Endpoint::JobEvents(_)
                                 | Endpoint::Keys(Some(_))
                         );
                     let served = route.endpoint.supports(&method) && !post_arg;
@@ -589,6 +600,8 @@ mod tests {
                     "run",
                     "minions",
                     "jobs",
+                    "job_status",
+                    "job_events",
                     "keys",
                     "stats",
                     "metrics",

@@ -269,7 +269,7 @@ async fn run(
                                 }
                             };
                             let resume = app.hub.feed().resume(None, filter.take());
-                            frames = Some(Box::pin(stream::open(app.clone(), owner, resume, render, retune.clone())));
+                            frames = Some(Box::pin(stream::open(app.clone(), owner, resume, render, retune.clone(), None)));
                         }
                     }
                 }

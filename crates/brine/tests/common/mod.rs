@@ -20,6 +20,7 @@ mod measure;
 mod reference;
 mod sse;
 mod stack;
+mod swarm;
 
 pub use brine_process::*;
 pub use clients::*;
@@ -29,3 +30,4 @@ pub use measure::*;
 pub use reference::*;
 pub use sse::*;
 pub use stack::*;
+pub use swarm::*;
