@@ -62,7 +62,15 @@ _loader.exec_module(SEED)
 README_BEGIN = "<!-- scale:begin -->"
 README_END = "<!-- scale:end -->"
 HTTP = TARGETS[1:]
-SCENARIOS = ["ping", "ping20", "lookup", "batch", "silent", "sse", "minions", "keys", "jobs"]
+SCENARIOS = ["ping", "ping20", "lookup", "batch", "silent", "sse", "filter", "feed", "minions", "keys", "jobs"]
+# Brine's own streams (`filter`, `feed`): (label, brine-bench sse flags, streams or None for
+# --sse-clients). Interleaved within a round.
+FILTER_RUNS = [
+    ("filter-none", ["--filter", "none"], None),
+    ("filter-own", ["--filter", "own"], None),
+    ("filter-idle", ["--filter", "idle"], None),
+    ("filter-nostream", ["--filter", "none"], 0),
+]
 # Targets that have no such client at all: recorded as n/a, not run.
 NO_CLIENT = {
     ("batch", "raw"): "no batch client (local_batch is a salt-api client)",
@@ -250,10 +258,10 @@ def run_load(stack, target, scenario, driver_scenario, targets_file, timeout, co
     return res
 
 
-def run_sse(stack, target, token, clients, targets_file, timeout, args):
+def run_sse(stack, target, token, clients, targets_file, timeout, args, extra=()):
     cmd = sse_command(stack, target, token, clients, args) + [
         "--job-returns", "--master-config", stack.master_config, "--targets-file", targets_file,
-        "--job-timeout", str(int(timeout))]
+        "--job-timeout", str(int(timeout)), *extra]
 
     def go():
         try:
@@ -366,6 +374,19 @@ def one_size(n, args, bin_dir):
             clients = args.sse_clients or min(1000, n)
             info["sse_clients"] = clients
             rounds("sse", lambda t: run_sse(stack, t, tokens[t], clients, files["all"], timeout, args))
+        if "brine" in targets and ("filter" in wanted or "feed" in wanted):
+            clients = args.sse_clients or min(1000, n)
+            runs = [(label, ["--jobs", str(slice_n)] + flags, clients if c is None else c)
+                    for label, flags, c in FILTER_RUNS if "filter" in wanted]
+            if "feed" in wanted:
+                runs.append(("feed", ["--job-feed"], 10))
+            for rnd in range(args.rounds):
+                for label, flags, c in runs:
+                    settle(f"n={n} {label} brine", limit=settle_limit)
+                    res = run_sse(stack, "brine", tokens["brine"], c, files["all"], timeout, args, flags)
+                    res.update({"size": n, "round": rnd + 1, "target": "brine", "scenario": label})
+                    log(f"n={n} {label} round {rnd + 1} Brine: {describe(res)}")
+                    rows.append(res)
         if "minions" in wanted:
             rounds("minions", lambda t: run_load(stack, t, "minions", "minions", files["minions"], timeout))
         if "keys" in wanted:
@@ -458,6 +479,10 @@ def summary(rs):
         "events": max([r.get("events") or 0 for r in rs]),
         "bus_events_seen": min([r.get("bus_events_seen") or 0 for r in rs]),
         "clients": max([r.get("clients") or 0 for r in rs]),
+        "jobs": max([r.get("jobs") or 0 for r in rs]),
+        "completes": min([r.get("completes") or 0 for r in rs]),
+        "complete_p50_ms": median([r.get("complete_p50_ms") for r in rs]),
+        "complete_p99_ms": median([r.get("complete_p99_ms") for r in rs]),
     }
 
 
@@ -476,7 +501,7 @@ def load_table(s, sizes):
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (n, sc, t), v in s.items():
-        if sc == "sse" or sc.startswith("page-"):
+        if sc in ("sse", "feed") or sc.startswith(("page-", "filter-")):
             continue
         if "na" in v:
             lines.append(f"| {n} | {sc} | {LABEL[t]} | n/a: {v['na']} | | | | | | | | |")
@@ -510,6 +535,37 @@ def sse_table(s):
     return lines
 
 
+def filter_table(s):
+    lines = ["| N | streams | what each stream reads | jobs (returns) on the bus | delivered | p99 delay | "
+             "Brine CPU | Brine peak RSS | failures |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    what = {"filter-none": "every event", "filter-own": "its own job's events (`?tag=salt/job/<jid>/*`)",
+            "filter-idle": "nothing that happens (`?tag=brine/bench/idle/*`)", "filter-nostream": "(no stream)"}
+    for (n, sc, t), v in s.items():
+        if sc not in what or "na" in v:
+            continue
+        wanted = v["delivered_pct"] if sc in ("filter-none", "filter-own") else None
+        lines.append(f"| {n} | {v['connected']}/{v['clients']} | {what[sc]} | {v['bus_events_seen']}/{v['events']} | "
+                     f"{fmt(wanted, ' %')} | {fmt(v['sse_p99_ms'] if wanted else None, ' ms')} | "
+                     f"{fmt(v['server_cpu_s'], ' s', 2)} | {fmt(v['server_peak_rss_mib'], ' MiB')} | "
+                     f"{short_error(v) if v['errors'] else '0'} |")
+    return lines
+
+
+def feed_table(s):
+    lines = ["| N | feeds | returns on the bus | returns delivered | `complete` received | last return → `complete` p50 | p99 | "
+             "Brine CPU | failures |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (n, sc, t), v in s.items():
+        if sc != "feed" or "na" in v:
+            continue
+        lines.append(f"| {n} | {v['connected']}/{v['clients']} | {v['bus_events_seen']}/{v['events']} | "
+                     f"{fmt(v['delivered_pct'], ' %')} | {v['completes']}/{v['clients']} | "
+                     f"{fmt(v['complete_p50_ms'], ' ms')} | {fmt(v['complete_p99_ms'], ' ms')} | "
+                     f"{fmt(v['server_cpu_s'], ' s', 2)} | {short_error(v) if v['errors'] else '0'} |")
+    return lines
+
+
 def page_table(s, infos):
     lines = ["| jobs in the cache | target | index loaded after start | requests | p50 | p99 | "
              "server peak RSS | the same cache through `GET /jobs` (jobs.list_jobs) | failures |",
@@ -536,6 +592,12 @@ def goals(s, sizes):
             out.append(("`GET /jobs?limit=50` on 100 000 cached jobs: p99 under 50 ms",
                         f"p99 {fmt(v['p99_ms'], ' ms', 1)}", v["p99_ms"] is not None and v["p99_ms"] < 50))
     for n in sizes:
+        own, idle = s.get((n, "filter-own", "brine")), s.get((n, "filter-idle", "brine"))
+        if own and idle and own.get("server_cpu_s") is not None and idle.get("server_cpu_s") is not None:
+            # Within 10 % (or 0.05 s): the measurement's own noise.
+            ok = own["server_cpu_s"] <= max(idle["server_cpu_s"] * 1.1, idle["server_cpu_s"] + 0.05)
+            out.append((f"N={n}: streams filtered to one job among {own['jobs']} busy ones cost no more CPU "
+                        "than idle streams", f"{own['server_cpu_s']:.2f} s vs {idle['server_cpu_s']:.2f} s", ok))
         b, raw = s.get((n, "ping", "brine")), s.get((n, "ping", "raw"))
         if b and raw and "na" not in b and b["seconds"] and raw["seconds"]:
             r = b["seconds"] / raw["seconds"]
@@ -606,6 +668,19 @@ def report(args, rows, infos, bin_kind, elapsed):
               "straight to the master); delay of each `salt/job/<jid>/ret/<id>` event on each stream after "
               "the driver's own subscription to the master's bus got it.", ""]
     lines += sse_table(s)
+    if any(sc.startswith("filter-") for (_, sc, _) in s):
+        lines += ["", "## Filtered streams", "",
+                  "Brine's `?tag=` filters: the same load (jobs published by the driver, each a "
+                  "`test.ping` to one minion) with streams that read everything, only their own job, "
+                  "or nothing that happens, and with no stream. A filtered stream is matched once per "
+                  "event and queued only what it wants, so `own` should cost what `idle` costs.", ""]
+        lines += filter_table(s)
+    if any(sc == "feed" for (_, sc, _) in s):
+        lines += ["", "## Job feeds", "",
+                  "`GET /jobs/<jid>/events` opened right after the driver published a `test.ping` to "
+                  "`swarm-*`: each feed's returns (replayed or live) and its `brine/job/<jid>/complete`, "
+                  "timed from the job's last return on the driver's own bus subscription.", ""]
+        lines += feed_table(s)
     if any(sc.startswith("page-") for (_, sc, _) in s):
         lines += ["", "## Paging the job list", "",
                   "`GET /jobs?limit=50` from Brine's job index (requests one after another, each "
@@ -673,9 +748,12 @@ def main():
     log(f"written to {out}")
 
     if args.smoke:
+        # Idle filters and no stream deliver nothing by design: they only must not fail.
+        nothing = ("filter-idle", "filter-nostream")
         bad = [r for r in rows if r["target"] in ("brine", "raw") and not r.get("na")
-               and (r.get("errors") or not (r.get("ok") or r.get("delivered_pct")))]
-        bad += [r for r in rows if r["target"] == "brine" and r["scenario"] == "sse"
+               and (r.get("errors") or not (r.get("ok") or r.get("delivered_pct") or r["scenario"] in nothing))]
+        bad += [r for r in rows if r["scenario"] == "feed" and (r.get("completes") or 0) < (r.get("clients") or 1)]
+        bad += [r for r in rows if r["target"] == "brine" and r["scenario"] in ("sse", "filter-none", "filter-own", "feed")
                 and (r.get("delivered_pct") or 0) < 100.0]
         if bad:
             for r in bad:

@@ -7,9 +7,20 @@
 //! With `--job-returns` nothing is fired: once the streams are open the driver publishes one
 //! `test.ping` job straight to the master (`salt-wire`, `--master-config`) to the first line of
 //! `--targets-file`, and the events measured are that job's `salt/job/<jid>/ret/<id>`, one per
-//! expected minion (`events` is then their number).
+//! expected minion (`events` is then their number). With `--jobs K` (K > 1) it publishes K
+//! jobs instead, job k to the k-th minion of that line alone, and the events measured are
+//! their K returns.
+//!
+//! Brine's own streams (`--job-returns` only):
+//! * `--filter own`: stream i opens `/events?tag=salt/job/<jid of job i mod K>/*` and is
+//!   measured on that job's returns alone; `--filter idle`: `/events?tag=brine/bench/idle/*`,
+//!   a filter nothing matches (nothing is measured: compare the server's CPU).
+//! * `--job-feed`: stream i opens `GET /jobs/<jid of job i mod K>/events` once the jobs are
+//!   published, and is measured on that job's returns (replayed or live) and on its
+//!   `brine/job/<jid>/complete` event: `complete_p50_ms`/`complete_p99_ms` are the times from
+//!   the job's last return on the bus to that event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,8 +89,28 @@ pub struct SseArgs {
     /// Seconds allowed for every return of the job to reach the bus (`--job-returns`).
     #[arg(long, default_value_t = 120)]
     job_timeout: u64,
+    /// Jobs to publish (`--job-returns`; see the module notes).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// The streams' tag filter (`--job-returns`; see the module notes).
+    #[arg(long, value_enum, default_value_t = Filter::None)]
+    filter: Filter,
+    /// Open Brine's job feeds instead of `/events` (see the module notes).
+    #[arg(long)]
+    job_feed: bool,
     #[command(flatten)]
     creds: crate::Creds,
+}
+
+/// What the streams let through.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Filter {
+    /// Every event.
+    None,
+    /// Their own job's events.
+    Own,
+    /// Nothing that happens.
+    Idle,
 }
 
 /// How the rest of a tag after the run's prefix names an event: its number (fired events), or
@@ -99,13 +130,20 @@ impl Keying {
     }
 }
 
-/// One client's deliveries: (event index, arrival time).
-type Deliveries = Vec<(usize, Instant)>;
+/// One client's deliveries: (event index, arrival time), and when a job feed's `complete`
+/// event came.
+#[derive(Default)]
+struct Deliveries {
+    got: Vec<(usize, Instant)>,
+    complete: Option<Instant>,
+}
 
 /// Opens one stream; reports `true` on the ready channel once the response headers arrived,
 /// then records every bench event until the stream ends or `stop` fires.
+#[allow(clippy::too_many_arguments)]
 async fn sse_client(
     addr: String,
+    path: String,
     token: String,
     accept: String,
     prefix: String,
@@ -113,14 +151,14 @@ async fn sse_client(
     ready: mpsc::Sender<bool>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Deliveries {
-    let mut got = Vec::new();
+    let mut got = Deliveries::default();
     let opened = async {
         let stream = TcpStream::connect(&addr).await.ok()?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .ok()?;
         tokio::spawn(conn);
-        let req = hyper::Request::get("/events")
+        let req = hyper::Request::get(path.as_str())
             .header("Host", &addr)
             .header("X-Auth-Token", &token)
             .header("Accept", &accept)
@@ -138,6 +176,7 @@ async fn sse_client(
         return got;
     };
     let marker = format!("tag: {prefix}");
+    let complete = "tag: brine/job/";
     let mut buf = String::new();
     loop {
         let frame = tokio::select! {
@@ -152,24 +191,23 @@ async fn sse_client(
         buf.push_str(&String::from_utf8_lossy(&data));
         while let Some(at) = buf.find('\n') {
             let line: String = buf.drain(..=at).collect();
-            if let Some(n) = line
-                .trim_end()
-                .strip_prefix(&marker)
-                .and_then(|rest| keying.key(rest))
-            {
-                got.push((n, now));
+            let line = line.trim_end();
+            if let Some(n) = line.strip_prefix(&marker).and_then(|rest| keying.key(rest)) {
+                got.got.push((n, now));
+            } else if line.starts_with(complete) && line.ends_with("/complete") {
+                got.complete.get_or_insert(now);
             }
         }
     }
     got
 }
 
-/// The job of `--job-returns`: the master, its token, the target line, the jid.
+/// The jobs of `--job-returns`: the master, its token, the target line, the jids.
 struct Job {
     master: RawMaster,
     token: String,
     line: targets::Line,
-    jid: String,
+    jids: Vec<String>,
     timeout: Duration,
 }
 
@@ -193,13 +231,77 @@ impl Job {
             .and_then(serde_json::Value::as_str)
             .ok_or_else(|| format!("mk_token: {}", crate::raw::short(&reply)))?
             .to_owned();
+        if args.jobs > 1 && args.jobs > line.ids.len() {
+            return Err(format!(
+                "--jobs {}: the targets line has {} minions",
+                args.jobs,
+                line.ids.len()
+            ));
+        }
         Ok(Job {
             master,
             token,
             line,
-            jid: gen_jid(),
+            jids: (0..args.jobs.max(1)).map(|_| gen_jid()).collect(),
             timeout: Duration::from_secs(args.job_timeout),
         })
+    }
+
+    /// The measured tag prefix, how the rest of a tag names an event, and each job's events.
+    fn keying(&self) -> (String, Keying, Vec<Vec<usize>>) {
+        if self.jids.len() == 1 {
+            let ids: HashMap<String, usize> = self
+                .line
+                .ids
+                .iter()
+                .enumerate()
+                .map(|(n, id)| (id.clone(), n))
+                .collect();
+            let all = (0..ids.len()).collect();
+            let prefix = format!("salt/job/{}/ret/", self.jids[0]);
+            return (prefix, Keying::Ids(Arc::new(ids)), vec![all]);
+        }
+        // Job k's one return, keyed by its whole tag.
+        let tags: HashMap<String, usize> = self
+            .jids
+            .iter()
+            .zip(self.line.ids.iter())
+            .enumerate()
+            .map(|(k, (jid, id))| (format!("salt/job/{jid}/ret/{id}"), k))
+            .collect();
+        let per_job = (0..self.jids.len()).map(|k| vec![k]).collect();
+        (String::new(), Keying::Ids(Arc::new(tags)), per_job)
+    }
+
+    /// Publishes every job (job k to the k-th minion when there are several).
+    async fn publish(&self) -> Result<(), String> {
+        for (k, jid) in self.jids.iter().enumerate() {
+            let (tgt, tgt_type) = if self.jids.len() == 1 {
+                (self.line.tgt.as_str(), self.line.tgt_type.as_str())
+            } else {
+                (self.line.ids[k].as_str(), "glob")
+            };
+            self.master
+                .publish(&self.token, jid, tgt, tgt_type, "test.ping", self.timeout)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The path stream `i` opens.
+fn stream_path(args: &SseArgs, job: Option<&Job>, i: usize) -> String {
+    let Some(j) = job else {
+        return "/events".into();
+    };
+    let jid = &j.jids[i % j.jids.len()];
+    if args.job_feed {
+        return format!("/jobs/{jid}/events");
+    }
+    match args.filter {
+        Filter::None => "/events".into(),
+        Filter::Own => format!("/events?tag=salt/job/{jid}/*"),
+        Filter::Idle => "/events?tag=brine/bench/idle/*".into(),
     }
 }
 
@@ -211,27 +313,24 @@ pub async fn sse(args: SseArgs) -> Result<(), String> {
     } else {
         None
     };
-    let (prefix, keying, expected_events) = match &job {
-        Some(j) => {
-            let ids: HashMap<String, usize> = j
-                .line
-                .ids
-                .iter()
-                .enumerate()
-                .map(|(n, id)| (id.clone(), n))
-                .collect();
-            let n = ids.len();
-            (
-                format!("salt/job/{}/ret/", j.jid),
-                Keying::Ids(Arc::new(ids)),
-                n,
-            )
-        }
+    let (prefix, keying, per_job) = match &job {
+        Some(j) => j.keying(),
         None => (
             format!("brine/bench/{run_id}/"),
             Keying::Numbered,
-            args.events,
+            vec![(0..args.events).collect()],
         ),
+    };
+    let expected_events: usize = per_job.iter().map(Vec::len).sum();
+    // What stream i is to receive.
+    let expects = |i: usize| -> HashSet<usize> {
+        if job.is_none() || (args.filter == Filter::None && !args.job_feed) {
+            return (0..expected_events).collect();
+        }
+        if args.filter == Filter::Idle && !args.job_feed {
+            return HashSet::new();
+        }
+        per_job[i % per_job.len()].iter().copied().collect()
     };
     // The driver's own bus subscription: the reference time of every event.
     let mut bus = Subscription::connect(&BusAddr::Unix(args.bus_pub.clone().into()))
@@ -255,18 +354,31 @@ pub async fn sse(args: SseArgs) -> Result<(), String> {
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (ready_tx, mut ready_rx) = mpsc::channel(args.clients.max(1));
-    let mut clients = Vec::with_capacity(args.clients);
-    for _ in 0..args.clients {
-        clients.push(tokio::spawn(sse_client(
-            addr.clone(),
-            args.token.clone(),
-            args.accept.clone(),
-            prefix.clone(),
-            keying.clone(),
-            ready_tx.clone(),
-            stop_rx.clone(),
-        )));
+    let spawn_clients = || {
+        (0..args.clients)
+            .map(|i| {
+                tokio::spawn(sse_client(
+                    addr.clone(),
+                    stream_path(&args, job.as_ref(), i),
+                    args.token.clone(),
+                    args.accept.clone(),
+                    prefix.clone(),
+                    keying.clone(),
+                    ready_tx.clone(),
+                    stop_rx.clone(),
+                ))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut job_error = None;
+    // A job feed opens once its job exists; other streams open before anything happens.
+    let published_at = tokio::time::Instant::now();
+    if let (true, Some(j)) = (args.job_feed, &job) {
+        if let Err(e) = j.publish().await {
+            job_error = Some(e);
+        }
     }
+    let clients = spawn_clients();
     drop(ready_tx);
     // Wait until every stream answered (or the connect time is up).
     let mut connected = 0usize;
@@ -281,25 +393,20 @@ pub async fn sse(args: SseArgs) -> Result<(), String> {
             _ => break,
         }
     }
-    // Let the streams settle, then fire (or publish the job).
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut job_error = None;
+    // Let the streams settle, then fire (or publish the jobs).
+    if !args.job_feed {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     if let Some(j) = &job {
-        let published = j
-            .master
-            .publish(
-                &j.token,
-                &j.jid,
-                &j.line.tgt,
-                &j.line.tgt_type,
-                "test.ping",
-                j.timeout,
-            )
-            .await;
+        let published = if args.job_feed {
+            job_error.clone().map_or(Ok(()), Err)
+        } else {
+            j.publish().await
+        };
         match published {
-            Ok(_) => {
-                // Until every return is on the bus, or the job's time is up.
-                let until = tokio::time::Instant::now() + j.timeout;
+            Ok(()) => {
+                // Until every return is on the bus, or the jobs' time is up.
+                let until = published_at.max(tokio::time::Instant::now()) + j.timeout;
                 while tokio::time::Instant::now() < until
                     && bus_times.lock().map(|m| m.len()).unwrap_or(0) < expected_events
                 {
@@ -329,23 +436,33 @@ pub async fn sse(args: SseArgs) -> Result<(), String> {
     tokio::time::sleep(Duration::from_secs(args.drain)).await;
     let _ = stop_tx.send(true);
     let mut delivered = 0usize;
+    let mut expected = 0usize;
     let mut delays = Vec::new();
+    let mut completes = Vec::new();
     let bus_times = bus_times.lock().map(|m| m.clone()).unwrap_or_default();
-    for c in clients {
+    for (i, c) in clients.into_iter().enumerate() {
         let got = c.await.unwrap_or_default();
-        let mut seen = std::collections::HashSet::new();
-        for (n, at) in got {
-            if n < expected_events && seen.insert(n) {
+        let wanted = expects(i);
+        expected += wanted.len();
+        let mut seen = HashSet::new();
+        for (n, at) in got.got {
+            if wanted.contains(&n) && seen.insert(n) {
                 delivered += 1;
                 if let Some(bus_at) = bus_times.get(&n) {
                     delays.push(at.saturating_duration_since(*bus_at).as_secs_f64() * 1000.0);
                 }
             }
         }
+        // A job feed's verdict, from its job's last return on the bus.
+        let last = wanted.iter().filter_map(|n| bus_times.get(n)).max();
+        if let (Some(done), Some(last)) = (got.complete, last) {
+            completes.push(done.saturating_duration_since(*last).as_secs_f64() * 1000.0);
+        }
     }
     bus_task.abort();
-    delays.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let expected = args.clients * expected_events;
+    let by = |a: &f64, b: &f64| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal);
+    delays.sort_by(by);
+    completes.sort_by(by);
     let result = json!({
         "target": args.name,
         "clients": args.clients,
@@ -357,6 +474,12 @@ pub async fn sse(args: SseArgs) -> Result<(), String> {
         "p50_ms": percentile(&delays, 50.0),
         "p99_ms": percentile(&delays, 99.0),
         "max_ms": delays.last().copied().unwrap_or(f64::NAN),
+        "filter": format!("{:?}", args.filter).to_lowercase(),
+        "jobs": args.jobs,
+        "job_feed": args.job_feed,
+        "completes": completes.len(),
+        "complete_p50_ms": percentile(&completes, 50.0),
+        "complete_p99_ms": percentile(&completes, 99.0),
     });
     println!("{result}");
     Ok(())
