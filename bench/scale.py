@@ -204,31 +204,44 @@ def write_targets(stack, name, lines):
     return path
 
 
-def master_idle(root, limit=600, quiet=0.05):
-    """Waits until the master is idle (under `quiet` CPU seconds in a second; at most `limit`
-    seconds): a server that answers before the master has stored every return (or gives up
-    on minions) leaves work that the run caused all the same."""
+def master_rate(root, seconds=3.0):
+    """The master's CPU seconds per second while nothing runs: a master with thousands of
+    connected minions is never at zero (its publisher alone keeps their connections)."""
+    a = master_cpu(root)
+    time.sleep(seconds)
+    b = master_cpu(root)
+    return 0.0 if a is None or b is None else max(0.0, (b - a) / seconds)
+
+
+def master_idle(root, base, limit=600, margin=0.05):
+    """Waits until the master is back at its idle rate `base` (at most `margin` CPU seconds
+    above it in a second; at most `limit` seconds): a server that answers before the master
+    has stored every return (or gives up on minions) leaves work that the run caused all the
+    same."""
     last = master_cpu(root)
     started = time.monotonic()
     while last is not None and time.monotonic() - started < limit:
         time.sleep(1)
         now = master_cpu(root)
-        if now is None or now - last < quiet:
+        if now is None or now - last <= base + margin:
             return
         last = now
 
 
 def measured(stack, target, fn):
     """Runs fn() with the target server's CPU and peak RSS sampled, and the master's CPU from
-    the start until it is idle again after the run."""
+    the start until it is idle again after the run, less its idle rate over that time."""
+    base = master_rate(stack.master_pid) if stack.master_pid else 0.0
     m0 = master_cpu(stack.master_pid)
+    t0 = time.monotonic()
     with Watch(stack.pids.get(target)) as w:
         res = fn()
-    master_idle(stack.master_pid)
+    master_idle(stack.master_pid, base)
     m1 = master_cpu(stack.master_pid)
     res["server_cpu_s"] = w.cpu
     res["server_peak_rss_mib"] = w.peak
-    res["master_cpu_s"] = None if m0 is None or m1 is None else m1 - m0
+    res["master_idle_rate"] = base
+    res["master_cpu_s"] = None if m0 is None or m1 is None else max(0.0, m1 - m0 - base * (time.monotonic() - t0))
     return res
 
 
@@ -655,8 +668,9 @@ def report(args, rows, infos, bin_kind, elapsed):
         "minions (or jobs) the answer held. find_job publishes: `salt/job/<jid>/new` events of "
         "`saltutil.find_job` on the master's bus during the run (minions they targeted, summed). Server "
         "CPU and peak RSS: the process that owns the target's port. Master CPU per job: CPU seconds of "
-        "every salt-master process from the start of the run until the master is idle again after "
-        "it, divided by the requests of the run. The raw master "
+        "every salt-master process from the start of the run until the master is back at its idle rate "
+        "after it, less that idle rate (measured for 3 s before the run: a master with thousands of "
+        "connected minions is never at zero) over the same time, divided by the requests of the run. The raw master "
         "sends no `saltutil.find_job` probe: in `silent` its time is that of the last answering "
         "minion's return, which a salt-api answering as Salt's LocalClient does cannot reach (it "
         "waits for its probe round).",
