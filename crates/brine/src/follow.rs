@@ -69,12 +69,17 @@ pub fn follow(
             kwargs: &kwargs,
             gather_job_timeout: opts.gather_job_timeout,
         };
+        // Updated in place: the state's `returned` is always the start of the gathering's
+        // (the record's returns were fed to it in that order), so an event adds only what is
+        // new instead of copying every id again (a job of N minions is not N² copies).
         let mut progress = |g: &Gather| {
-            tx.send_replace(JobState {
-                phase: Phase::Running,
-                minions: g.expected().to_vec(),
-                returned: g.returned().map(str::to_owned).collect(),
-                missing: Vec::new(),
+            tx.send_modify(|s| {
+                if s.minions.len() != g.expected().len() {
+                    s.minions = g.expected().to_vec();
+                }
+                let known = s.returned.len();
+                s.returned
+                    .extend(g.returned().skip(known).map(str::to_owned));
             });
         };
         match gather(&app, &probes, g, watch, &mut progress).await {

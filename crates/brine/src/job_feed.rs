@@ -135,12 +135,10 @@ impl Prepared {
         };
         let app = app.clone();
         let last = async move {
-            let done = loop {
-                let now = state.borrow_and_update().clone();
-                if now.phase == Phase::Complete {
-                    break now;
-                }
-                if state.changed().await.is_err() {
+            // (The state changes with every return: it is read once, at the end.)
+            let done = match state.wait_for(|s| s.phase == Phase::Complete).await {
+                Ok(s) => s.clone(),
+                Err(_) => {
                     // The follower stopped (the bus was lost): the feed ends without a verdict.
                     tracing::info!(jid, "a job's feed ended before the job did");
                     return None;

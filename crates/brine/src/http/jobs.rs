@@ -141,7 +141,6 @@ pub async fn get_events(app: &SharedApp, req: &mut Req, jid: &str) -> Answer {
     session::gated(app, req, |req, session| async move {
         // Subscribed and registered before the record is read: no return falls between.
         let prepared = crate::job_feed::prepare(app, jid, events::last_event_id(req))?;
-        let token = session.token.clone();
         let owner = Owner {
             token: session.token.clone(),
             user: session.info.name.clone(),
@@ -150,7 +149,7 @@ pub async fn get_events(app: &SharedApp, req: &mut Req, jid: &str) -> Answer {
             kind: "job",
         };
         let record = record(app, session, jid).await?;
-        let Some((resume, end)) = prepared.start(app, &record, &token) else {
+        let Some((resume, end)) = prepared.start(app, &record, &owner.token) else {
             return Err(ApiError::NotFound(format!(
                 "The master has no job {jid} in its job cache."
             )));
