@@ -354,31 +354,25 @@ pub async fn sse(args: SseArgs) -> Result<(), String> {
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (ready_tx, mut ready_rx) = mpsc::channel(args.clients.max(1));
-    let spawn_clients = || {
-        (0..args.clients)
-            .map(|i| {
-                tokio::spawn(sse_client(
-                    addr.clone(),
-                    stream_path(&args, job.as_ref(), i),
-                    args.token.clone(),
-                    args.accept.clone(),
-                    prefix.clone(),
-                    keying.clone(),
-                    ready_tx.clone(),
-                    stop_rx.clone(),
-                ))
-            })
-            .collect::<Vec<_>>()
-    };
-    let mut job_error = None;
     // A job feed opens once its job exists; other streams open before anything happens.
-    let published_at = tokio::time::Instant::now();
+    let mut published = None;
     if let (true, Some(j)) = (args.job_feed, &job) {
-        if let Err(e) = j.publish().await {
-            job_error = Some(e);
-        }
+        published = Some(j.publish().await);
     }
-    let clients = spawn_clients();
+    let clients: Vec<_> = (0..args.clients)
+        .map(|i| {
+            tokio::spawn(sse_client(
+                addr.clone(),
+                stream_path(&args, job.as_ref(), i),
+                args.token.clone(),
+                args.accept.clone(),
+                prefix.clone(),
+                keying.clone(),
+                ready_tx.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
     drop(ready_tx);
     // Wait until every stream answered (or the connect time is up).
     let mut connected = 0usize;
@@ -397,16 +391,16 @@ pub async fn sse(args: SseArgs) -> Result<(), String> {
     if !args.job_feed {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let mut job_error = None;
     if let Some(j) = &job {
-        let published = if args.job_feed {
-            job_error.clone().map_or(Ok(()), Err)
-        } else {
-            j.publish().await
+        let published = match published {
+            Some(done) => done,
+            None => j.publish().await,
         };
         match published {
             Ok(()) => {
                 // Until every return is on the bus, or the jobs' time is up.
-                let until = published_at.max(tokio::time::Instant::now()) + j.timeout;
+                let until = tokio::time::Instant::now() + j.timeout;
                 while tokio::time::Instant::now() < until
                     && bus_times.lock().map(|m| m.len()).unwrap_or(0) < expected_events
                 {
