@@ -362,7 +362,9 @@ def one_size(n, args, bin_dir):
 
         def rounds(scenario, fn, label=None):
             for rnd in range(args.rounds):
-                for t in targets:
+                # Odd rounds run the targets in reverse, so no target always runs first (on a
+                # master still cool) or last (after the others' jobs filled its cache).
+                for t in targets if rnd % 2 == 0 else targets[::-1]:
                     if (scenario, t) in NO_CLIENT:
                         if rnd == 0:
                             rows.append({"size": n, "scenario": label or scenario, "target": t,
@@ -656,7 +658,8 @@ def report(args, rows, infos, bin_kind, elapsed):
         f"Brine {bin_kind} build with default settings. Per size N: `salt-swarm --count N --accept` "
         "(`swarm-*`), and for `silent` a second swarm of N/10 that never answers (`quiet-*`, "
         "`--silent 100`), stopped and its keys deleted afterwards. "
-        f"{args.rounds} interleaved round(s) per scenario; times are medians over the complete "
+        f"{args.rounds} interleaved round(s) per scenario (odd rounds in the order given, even ones "
+        "reversed); times are medians over the complete "
         "answers (a run missing one return is a failure, counted in the last column).",
         "",
         "Sign-in: " + ", ".join(f"N={i['size']}: {fmt(i.get('signin_seconds'), ' s', 0)}" for i in infos) + ".",
@@ -677,11 +680,12 @@ def report(args, rows, infos, bin_kind, elapsed):
         "",
     ]
     lines += load_table(s, sizes)
-    lines += ["", "## SSE during a job's returns", "",
-              "Streams on `/events` while a `test.ping` job to `swarm-*` returns (the driver publishes it "
-              "straight to the master); delay of each `salt/job/<jid>/ret/<id>` event on each stream after "
-              "the driver's own subscription to the master's bus got it.", ""]
-    lines += sse_table(s)
+    if any(sc == "sse" for (_, sc, _) in s):
+        lines += ["", "## SSE during a job's returns", "",
+                  "Streams on `/events` while a `test.ping` job to `swarm-*` returns (the driver "
+                  "publishes it straight to the master); delay of each `salt/job/<jid>/ret/<id>` event "
+                  "on each stream after the driver's own subscription to the master's bus got it.", ""]
+        lines += sse_table(s)
     if any(sc.startswith("filter-") for (_, sc, _) in s):
         lines += ["", "## Filtered streams", "",
                   "Brine's `?tag=` filters: the same load (jobs published by the driver, each a "
