@@ -16,10 +16,11 @@
 //! * The broadcast channel is bounded; a stream that falls behind it is told how far (and is
 //!   disconnected by its owner). Memory does not grow with slow clients: the channel holds each
 //!   event once, whatever the number of receivers.
-//! * A stream with a tag filter does not take the broadcast: the feed keeps a list of the
-//!   filtered streams and queues an event only for those whose globs match its tag
-//!   ([`crate::events::source`]), so a filtered stream costs one tag match per event and
-//!   nothing more for the events it does not want.
+//! * A stream with a tag filter does not take the broadcast: the feed keeps the filtered
+//!   streams by the literal prefix of their globs ([`crate::events::routes`]) and queues an
+//!   event only for those whose globs match its tag ([`crate::events::source`]), so a
+//!   stream costs nothing for an event outside its prefix (another job's, for a stream
+//!   filtered to its own) and one glob match for one inside it.
 //! * Replay and subscription happen under the ring's lock, which publishing also takes, so a
 //!   resuming client gets exactly the events after its `Last-Event-ID`, each once (those its
 //!   filter lets through, for a filtered stream).
@@ -36,6 +37,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::filter::TagFilter;
+use super::routes::Routes;
 use super::source::{Filtered, FilteredRx, Source};
 use crate::py::to_python_json;
 
@@ -210,7 +212,8 @@ pub struct Feed {
     /// publishing holds it while it encodes an event and wakes every stream).
     kept_events: AtomicUsize,
     kept_bytes: AtomicUsize,
-    /// Filtered streams, as of the last event or subscription (for `/stats` too).
+    /// Filtered streams, as of the last publish, subscription or expiry (for `/stats` too;
+    /// a closed one counts until an event of its prefix or a sweep drops it).
     filtered_open: AtomicUsize,
 }
 
@@ -224,7 +227,7 @@ struct Ring {
     bytes: usize,
     next_id: u64,
     /// The filtered streams (see the module notes).
-    filtered: Vec<Arc<Filtered>>,
+    filtered: Routes,
 }
 
 impl Ring {
@@ -263,7 +266,7 @@ impl Feed {
                 max_age: None,
                 bytes: 0,
                 next_id: first,
-                filtered: Vec::new(),
+                filtered: Routes::default(),
             }),
             tx,
             channel: channel.max(16),
@@ -305,12 +308,9 @@ impl Feed {
         self.count(&ring);
         self.last_id.store(ev.id, Ordering::Relaxed);
         self.published_bytes.store(ev.end, Ordering::Relaxed);
-        ring.filtered.retain(|f| !f.is_closed());
+        ring.filtered.offer(&ev);
         self.filtered_open
             .store(ring.filtered.len(), Ordering::Relaxed);
-        for f in &ring.filtered {
-            f.offer(&ev);
-        }
         // No receivers is fine.
         let _ = self.tx.send(ev);
     }
@@ -342,6 +342,9 @@ impl Feed {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         ring.expire(Instant::now());
         self.count(&ring);
+        ring.filtered.sweep();
+        self.filtered_open
+            .store(ring.filtered.len(), Ordering::Relaxed);
     }
 
     /// Records the ring's size for [`Feed::kept`] (called with the lock held).
@@ -409,11 +412,18 @@ impl Feed {
         self.register(&mut ring, filter)
     }
 
+    /// Replaces a filtered stream's filter (a WebSocket's `subscribe`): from the next event
+    /// on, it gets what the new filter lets through; what is queued stays.
+    pub fn retune(&self, stream: &Arc<Filtered>, filter: TagFilter) {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.filtered.retune(stream, filter);
+    }
+
     /// Adds a filtered stream (with the ring's lock held).
     fn register(&self, ring: &mut Ring, filter: TagFilter) -> FilteredRx {
         let (entry, rx) = Filtered::new(filter, self.channel);
-        ring.filtered.retain(|f| !f.is_closed());
-        ring.filtered.push(entry);
+        ring.filtered.sweep();
+        ring.filtered.add(entry);
         self.filtered_open
             .store(ring.filtered.len(), Ordering::Relaxed);
         rx
@@ -645,7 +655,7 @@ mod tests {
         assert_eq!(r.rx.filtered().map(|f| f.owed()), Some((0, 0)));
         // A new filter takes effect with the next event.
         if let Some(f) = r.rx.filtered() {
-            f.set_filter(filter(&["t/*"]));
+            feed.retune(f, filter(&["t/*"]));
         }
         feed.publish(ev(7));
         assert_eq!(r.rx.try_recv().map(|e| e.id), Some(base + 7));

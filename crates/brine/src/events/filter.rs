@@ -16,6 +16,10 @@ pub const MAX_GLOB_BYTES: usize = 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TagFilter {
     globs: Vec<String>,
+    /// The literal text every glob starts with (up to its first `*`, `?` or `[`), shared by
+    /// all of them: a tag that does not start with it matches none (the feed indexes
+    /// filtered streams by it, [`crate::events::routes`]).
+    prefix: String,
 }
 
 impl TagFilter {
@@ -37,7 +41,8 @@ impl TagFilter {
                 )));
             }
         }
-        Ok(TagFilter { globs })
+        let prefix = shared_prefix(&globs);
+        Ok(TagFilter { globs, prefix })
     }
 
     /// The filter of a query string's `tag` parameters, if it has any.
@@ -88,6 +93,33 @@ impl TagFilter {
     pub fn globs(&self) -> &[String] {
         &self.globs
     }
+
+    /// The literal text every tag this filter lets through starts with (see the field).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// The longest text every glob starts with before its first wildcard (`*`, `?` or `[`; a `[`
+/// that turns out literal only makes the prefix shorter, never wrong).
+fn shared_prefix(globs: &[String]) -> String {
+    let literal = |g: &str| -> usize { g.find(['*', '?', '[']).unwrap_or(g.len()) };
+    let Some(first) = globs.first() else {
+        return String::new();
+    };
+    let mut prefix = &first[..literal(first)];
+    for g in &globs[1..] {
+        let lit = &g[..literal(g)];
+        let common = prefix
+            .char_indices()
+            .zip(lit.chars())
+            .find(|((_, a), b)| a != b)
+            .map(|((i, _), _)| i)
+            .unwrap_or(prefix.len().min(lit.len()));
+        // `common` is a char boundary of both (the texts are equal up to it).
+        prefix = &prefix[..common];
+    }
+    prefix.to_owned()
 }
 
 #[cfg(test)]
@@ -128,6 +160,24 @@ mod tests {
             TagFilter::from_message(r#"{"subscribe": [1]}"#),
             Some(Err(_))
         ));
+    }
+
+    #[test]
+    fn the_prefix_is_the_literal_text_all_globs_start_with() {
+        let p = |globs: &[&str]| {
+            TagFilter::new(globs.iter().map(|g| g.to_string()).collect())
+                .map(|f| f.prefix().to_owned())
+                .unwrap_or_else(|e| panic!("{e:?}"))
+        };
+        assert_eq!(p(&["salt/job/123/*"]), "salt/job/123/");
+        assert_eq!(p(&["salt/job/*/new", "salt/run/*/ret"]), "salt/");
+        assert_eq!(p(&["salt/auth"]), "salt/auth");
+        assert_eq!(p(&["salt/auth", "salt/au"]), "salt/au");
+        assert_eq!(p(&["a?c", "a[b]c"]), "a");
+        assert_eq!(p(&["*/ret/*", "salt/*"]), "");
+        assert_eq!(p(&["é/x", "é/y"]), "é/");
+        assert_eq!(p(&["éa", "èa"]), "");
+        assert_eq!(p(&[]), "");
     }
 
     #[test]

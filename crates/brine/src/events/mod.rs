@@ -4,7 +4,9 @@
 //!   the feed;
 //! * [`feed`]: every event numbered, encoded once for clients, kept in a bounded replay ring
 //!   and broadcast, or queued only for the streams whose [`filter`] lets it through;
-//! * [`filter`]: a stream's tag globs; [`source`]: what one stream reads from the feed;
+//! * [`filter`]: a stream's tag globs; [`routes`]: the filtered streams by the literal prefix
+//!   of their globs, so an event reaches only those that may want it; [`source`]: what one
+//!   stream reads from the feed;
 //! * [`formatted`]: rest_tornado's formatted events (its minion and job view of the bus).
 //!
 //! One client's reader of the feed is [`crate::stream`]; the HTTP layer renders it as SSE or
@@ -14,4 +16,5 @@ pub mod feed;
 pub mod filter;
 pub mod formatted;
 pub mod hub;
+pub mod routes;
 pub mod source;

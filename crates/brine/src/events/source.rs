@@ -60,8 +60,18 @@ impl Filtered {
         }
     }
 
-    /// Replaces the filter (a WebSocket's `subscribe`); events already queued stay.
-    pub fn set_filter(&self, filter: TagFilter) {
+    /// The literal text its filter's globs start with (the feed's bucket for it).
+    pub fn prefix(&self) -> String {
+        self.filter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .prefix()
+            .to_owned()
+    }
+
+    /// Replaces the filter; events already queued stay. The feed does it
+    /// ([`crate::events::feed::Feed::retune`]), as the stream's bucket changes with it.
+    pub(super) fn set_filter(&self, filter: TagFilter) {
         *self.filter.lock().unwrap_or_else(|p| p.into_inner()) = filter;
     }
 
