@@ -2,7 +2,8 @@
 //! of each event whatever the number of streams), or, for a stream with a tag filter, its own
 //! bounded queue that the feed fills with the events the filter lets through. A filtered
 //! stream is not woken, and holds nothing, for an event it does not want; the feed matches
-//! the tag against its globs once per event.
+//! its globs only against the tags that start with their literal start
+//! ([`crate::events::routes`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
