@@ -312,6 +312,8 @@ async fn openapi_document_is_valid_and_follows_the_configuration() {
         "/minions/{mid}",
         "/jobs",
         "/jobs/{jid}",
+        "/jobs/{jid}/status",
+        "/jobs/{jid}/events",
         "/keys",
         "/keys/{mid}",
         "/stats",
@@ -328,6 +330,33 @@ async fn openapi_document_is_valid_and_follows_the_configuration() {
         "/openapi.json",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
+    }
+    // Brine's own query parameters, on the operations that take them.
+    let query = |path: &str| -> Vec<String> {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p["in"] == "query")
+                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for (path, names) in [
+        ("/jobs", &["limit", "before", "fun", "user", "tgt"][..]),
+        ("/jobs/{jid}", &["wait"][..]),
+        ("/events", &["tag"][..]),
+        ("/ws", &["tag"][..]),
+        ("/all_events/{token}", &["tag"][..]),
+    ] {
+        let got = query(path);
+        for n in names {
+            assert!(
+                got.iter().any(|g| g == n),
+                "{path}: no `{n}` parameter in {got:?}"
+            );
+        }
     }
     assert!(doc["paths"]["/"]["post"]["security"].is_array());
     assert!(doc["paths"]["/login"]["post"].get("security").is_none());

@@ -212,8 +212,8 @@ pub struct Feed {
     /// publishing holds it while it encodes an event and wakes every stream).
     kept_events: AtomicUsize,
     kept_bytes: AtomicUsize,
-    /// Filtered streams, as of the last publish, subscription or expiry (for `/stats` too;
-    /// a closed one counts until an event of its prefix or a sweep drops it).
+    /// Filtered streams, as of the last publish, subscription or sweep (for `/stats` too;
+    /// a closed one counts until an event of its prefix or the next sweep drops it).
     filtered_open: AtomicUsize,
 }
 
@@ -342,6 +342,12 @@ impl Feed {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         ring.expire(Instant::now());
         self.count(&ring);
+    }
+
+    /// Forgets the filtered streams that closed since an event last reached their bucket
+    /// (the hub's ticker calls it each second, so `/stats` counts open streams).
+    pub fn sweep(&self) {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         ring.filtered.sweep();
         self.filtered_open
             .store(ring.filtered.len(), Ordering::Relaxed);
@@ -662,6 +668,15 @@ mod tests {
         assert_eq!(feed.filtered_streams(), 1);
         drop(r);
         feed.publish(ev(8));
+        assert_eq!(feed.filtered_streams(), 0);
+        // A stream no event reaches is forgotten at the next sweep.
+        let quiet = feed.filtered(filter(&["elsewhere/*"]));
+        feed.publish(ev(9));
+        assert_eq!(feed.filtered_streams(), 1);
+        drop(quiet);
+        feed.publish(ev(10));
+        assert_eq!(feed.filtered_streams(), 1);
+        feed.sweep();
         assert_eq!(feed.filtered_streams(), 0);
     }
 

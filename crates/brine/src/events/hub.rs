@@ -272,6 +272,7 @@ impl Hub {
                 if !max_age.is_zero() {
                     hub.feed().expire();
                 }
+                hub.feed().sweep();
             }
         });
     }

@@ -5,8 +5,8 @@
 //! event, not 1 000 glob matches; only the streams of a matching bucket match their globs.
 //!
 //! A closed stream leaves its bucket when an event reaches the bucket, and at every
-//! [`Routes::sweep`] (the feed sweeps when a stream subscribes and when it expires old
-//! events).
+//! [`Routes::sweep`] (the feed sweeps when a stream subscribes, and the hub's ticker each
+//! second).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

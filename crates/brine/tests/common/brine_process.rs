@@ -132,15 +132,26 @@ impl Stack {
             self.root.join(format!("pids/{name}.pid")),
             child.id().to_string(),
         );
-        let extra = ExtraBrine {
+        let log_path = self.root.join(format!("logs/{name}.out"));
+        // A Brine that exited (a port taken in between, a bad config) says why.
+        let exited = |child: &mut std::process::Child| {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("{name} exited ({status}) on port {port}:\n{log}");
+            }
+        };
+        // Built first, so that a panic below still stops the process.
+        let mut extra = ExtraBrine {
             url: format!("http://127.0.0.1:{port}"),
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            exited(&mut extra.child);
             assert!(Instant::now() < deadline, "{name} did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
+        exited(&mut extra.child);
         extra
     }
 }

@@ -145,7 +145,7 @@ pub async fn send(base: &str, req: &Req) -> Resp {
     let r = b
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{} {base}{}: {e}", req.method, req.path));
+        .unwrap_or_else(|e| panic!("{} {base}{}: {e:?}", req.method, req.path));
     let status = r.status().as_u16();
     let headers = header_list(r.headers());
     let body = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
