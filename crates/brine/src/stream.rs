@@ -54,6 +54,16 @@ pub const KEEPALIVE: Duration = Duration::from_secs(15);
 pub const STALL: Duration = Duration::from_secs(30);
 /// How often a stream checks its token and the watchdog checks the stream.
 const CHECK: Duration = Duration::from_secs(1);
+/// Events taken from the feed at once, while their frames stay under this many bytes (the
+/// batch goes out in one write; SSE joins it into one buffer, a private copy per stream, so
+/// it stays small: 10 000 streams hold at most ~40 MiB of copies).
+const BATCH_BYTES: usize = 4 * 1024;
+/// After a batch that took everything the feed had, an event that comes within this time
+/// waits for the rest of the window before it goes out with whatever joined it: events that
+/// come in a burst leave in a few writes instead of one write (and one wakeup of the
+/// connection) per event and stream. An event after a quiet spell goes out at once; only
+/// events close behind another wait, by at most this much.
+pub const COALESCE: Duration = Duration::from_millis(20);
 
 /// The next instant after `now` that is a whole number of [`CHECK`]s after the first call:
 /// every stream's checks fall on the same instants, so the runtime wakes once per `CHECK` for
@@ -69,16 +79,6 @@ fn next_check(now: Instant) -> Instant {
         .and_then(|ms| epoch.checked_add(Duration::from_millis(ms)))
         .unwrap_or(now + CHECK)
 }
-/// Events taken from the feed at once, while their frames stay under this many bytes (the
-/// batch goes out in one write; SSE joins it into one buffer, a private copy per stream, so
-/// it stays small: 10 000 streams hold at most ~40 MiB of copies).
-const BATCH_BYTES: usize = 4 * 1024;
-/// After a batch that took everything the feed had, an event that comes within this time
-/// waits for the rest of the window before it goes out with whatever joined it: events that
-/// come in a burst leave in a few writes instead of one write (and one wakeup of the
-/// connection) per event and stream. An event after a quiet spell goes out at once; only
-/// events close behind another wait, by at most this much.
-pub const COALESCE: Duration = Duration::from_millis(20);
 
 /// How a stream renders what it sends.
 pub trait Render: Send + 'static {

@@ -213,7 +213,8 @@ pub struct Feed {
     kept_events: AtomicUsize,
     kept_bytes: AtomicUsize,
     /// Filtered streams, as of the last publish, subscription or sweep (for `/stats` too;
-    /// a closed one counts until an event of its prefix or the next sweep drops it).
+    /// a closed one counts until an event of its prefix or the next sweep, at most a second
+    /// later, drops it).
     filtered_open: AtomicUsize,
 }
 
@@ -428,7 +429,6 @@ impl Feed {
     /// Adds a filtered stream (with the ring's lock held).
     fn register(&self, ring: &mut Ring, filter: TagFilter) -> FilteredRx {
         let (entry, rx) = Filtered::new(filter, self.channel);
-        ring.filtered.sweep();
         ring.filtered.add(entry);
         self.filtered_open
             .store(ring.filtered.len(), Ordering::Relaxed);

@@ -5,8 +5,7 @@
 //! event, not 1 000 glob matches; only the streams of a matching bucket match their globs.
 //!
 //! A closed stream leaves its bucket when an event reaches the bucket, and at every
-//! [`Routes::sweep`] (the feed sweeps when a stream subscribes, and the hub's ticker each
-//! second).
+//! [`Routes::sweep`] (the hub's ticker sweeps each second).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -55,16 +54,14 @@ impl Routes {
             let Some(bucket) = self.by_prefix.get_mut(key) else {
                 continue;
             };
-            let before = bucket.len();
-            bucket.retain(|f| {
+            let emptied = retain(bucket, &mut self.count, |f| {
                 let open = !f.is_closed();
                 if open {
                     f.offer(ev);
                 }
                 open
             });
-            self.count -= before - bucket.len();
-            if bucket.is_empty() {
+            if emptied {
                 self.remove_key(key);
             }
         }
@@ -74,10 +71,7 @@ impl Routes {
     pub fn retune(&mut self, f: &Arc<Filtered>, filter: TagFilter) {
         let old = f.prefix();
         if let Some(bucket) = self.by_prefix.get_mut(old.as_str()) {
-            let before = bucket.len();
-            bucket.retain(|g| !Arc::ptr_eq(g, f));
-            self.count -= before - bucket.len();
-            if bucket.is_empty() {
+            if retain(bucket, &mut self.count, |g| !Arc::ptr_eq(g, f)) {
                 self.remove_key(&old);
             }
         }
@@ -89,10 +83,7 @@ impl Routes {
     pub fn sweep(&mut self) {
         let mut emptied = Vec::new();
         for (key, bucket) in self.by_prefix.iter_mut() {
-            let before = bucket.len();
-            bucket.retain(|f| !f.is_closed());
-            self.count -= before - bucket.len();
-            if bucket.is_empty() {
+            if retain(bucket, &mut self.count, |f| !f.is_closed()) {
                 emptied.push(key.clone());
             }
         }
@@ -117,6 +108,19 @@ impl Routes {
             }
         }
     }
+}
+
+/// Keeps the streams of `bucket` that `keep` accepts, taking the others off `count`; true
+/// when the bucket is left empty.
+fn retain(
+    bucket: &mut Vec<Arc<Filtered>>,
+    count: &mut usize,
+    keep: impl FnMut(&Arc<Filtered>) -> bool,
+) -> bool {
+    let before = bucket.len();
+    bucket.retain(keep);
+    *count -= before - bucket.len();
+    bucket.is_empty()
 }
 
 #[cfg(test)]
