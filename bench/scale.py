@@ -681,33 +681,36 @@ def report(args, rows, infos, bin_kind, elapsed):
         "",
     ]
     lines += load_table(s, sizes)
-    if any(sc == "sse" for (_, sc, _) in s):
-        lines += ["", "## SSE during a job's returns", "",
-                  "Streams on `/events` while a `test.ping` job to `swarm-*` returns (the driver "
-                  "publishes it straight to the master); delay of each `salt/job/<jid>/ret/<id>` event "
-                  "on each stream after the driver's own subscription to the master's bus got it.", ""]
-        lines += sse_table(s)
-    if any(sc.startswith("filter-") for (_, sc, _) in s):
-        lines += ["", "## Filtered streams", "",
-                  "Brine's `?tag=` filters: the same load (jobs published by the driver, each a "
-                  "`test.ping` to one minion) with streams that read everything, only their own job, "
-                  "or nothing that happens, and with no stream. A filtered stream is offered only the "
-                  "events whose tag starts with the literal start of its globs and queued only what "
-                  "they match, so `own` should cost what `idle` costs.", ""]
-        lines += filter_table(s)
-    if any(sc == "feed" for (_, sc, _) in s):
-        lines += ["", "## Job feeds", "",
-                  "`GET /jobs/<jid>/events` opened right after the driver published a `test.ping` to "
-                  "`swarm-*`: each feed's returns (replayed or live) and its `brine/job/<jid>/complete`, "
-                  "timed from the job's last return on the driver's own bus subscription.", ""]
-        lines += feed_table(s)
-    if any(sc.startswith("page-") for (_, sc, _) in s):
-        lines += ["", "## Paging the job list", "",
-                  "`GET /jobs?limit=50` from Brine's job index (requests one after another, each "
-                  "checked: 50 jobs, newest first), after Brine restarted on the seeded cache (the "
-                  "seeder does not announce jobs on the bus); beside it, the time of one "
-                  "`GET /jobs` on the same cache (`jobs-K` above).", ""]
-        lines += page_table(s, infos)
+    # Each scenario's own section, when it ran: (which rows, title, what the table shows, table).
+    sections = [
+        (lambda sc: sc == "sse", "SSE during a job's returns",
+         "Streams on `/events` while a `test.ping` job to `swarm-*` returns (the driver "
+         "publishes it straight to the master); delay of each `salt/job/<jid>/ret/<id>` event "
+         "on each stream after the driver's own subscription to the master's bus got it.",
+         lambda: sse_table(s)),
+        (lambda sc: sc.startswith("filter-"), "Filtered streams",
+         "Brine's `?tag=` filters: the same load (jobs published by the driver, each a "
+         "`test.ping` to one minion) with streams that read everything, only their own job, "
+         "or nothing that happens, and with no stream. A filtered stream is offered only the "
+         "events whose tag starts with the literal start of its globs and queued only what "
+         "they match, so `own` should cost what `idle` costs.",
+         lambda: filter_table(s)),
+        (lambda sc: sc == "feed", "Job feeds",
+         "`GET /jobs/<jid>/events` opened right after the driver published a `test.ping` to "
+         "`swarm-*`: each feed's returns (replayed or live) and its `brine/job/<jid>/complete`, "
+         "timed from the job's last return on the driver's own bus subscription.",
+         lambda: feed_table(s)),
+        (lambda sc: sc.startswith("page-"), "Paging the job list",
+         "`GET /jobs?limit=50` from Brine's job index (requests one after another, each "
+         "checked: 50 jobs, newest first), after Brine restarted on the seeded cache (the "
+         "seeder does not announce jobs on the bus); beside it, the time of one "
+         "`GET /jobs` on the same cache (`jobs-K` above).",
+         lambda: page_table(s, infos)),
+    ]
+    for ran, title, about, table in sections:
+        if any(ran(sc) for (_, sc, _) in s):
+            lines += ["", f"## {title}", "", about, ""]
+            lines += table()
     lines += ["", "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
     for g in goals(s, sizes):
         lines.append(f"| {g[0]} | {g[1]} | {'yes' if g[2] else '**no**'} |")
